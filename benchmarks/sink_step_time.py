@@ -1,0 +1,84 @@
+"""What MemSinks cost in training: the same GPT-2 trained with and without sinks in one run, steps alternating
+(ABBA order, so drift in machine load hits both arms alike), timing everything a trainer does per step, the
+per-batch mask build included. Target: sinks/plain step-time ratio <= 1.10.
+
+    python benchmarks/sink_step_time.py [--steps 30] [--warmup 5] [--bf16]"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config
+
+from memaudit.models.sinks import SinkConfig, Sinks
+
+TARGET = 1.10
+
+
+def bench_config(seq: int) -> GPT2Config:
+    """The model both benchmarks time: GPT-2, 4 layers, d=256, 4k vocabulary (the demo's scale)."""
+    return GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=4096, n_positions=seq, bos_token_id=0, eos_token_id=0)
+
+
+def packed_doc_ids(gen: torch.Generator, universe: torch.Tensor, batch: int, seq: int, docs: int) -> torch.Tensor:
+    """Per-token ids of packed rows: each row cut into 4 documents at random points, ids drawn from `docs` ids."""
+    chosen = universe[torch.randperm(len(universe), generator=gen)[:docs]]
+    cuts = torch.sort(torch.randint(1, seq, (batch, 3), generator=gen), dim=1).values
+    segment = (torch.arange(seq)[None, None, :] >= cuts[:, :, None]).sum(1)  # [batch, seq] in 0..3
+    picks = chosen[torch.randint(0, docs, (batch, 4), generator=gen)]
+    return picks.gather(1, segment)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--docs", type=int, default=40, help="distinct document ids per batch")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as the demo trains")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = bench_config(args.seq)
+    plain = AutoModelForCausalLM.from_config(config).train()
+    sink_model = copy.deepcopy(plain)
+    sinks = Sinks(sink_model, SinkConfig())
+    arms = {
+        "plain": (plain, None, torch.optim.AdamW(plain.parameters(), lr=1e-3)),
+        "sinks": (sink_model, sinks, torch.optim.AdamW(sink_model.parameters(), lr=1e-3)),
+    }
+    gen = torch.Generator().manual_seed(0)
+    universe = torch.randint(1, 2**62, (2000,), generator=gen)  # content-hash-like ids, reused across batches
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for step in range(args.warmup + args.steps):
+        tokens = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=gen)
+        doc_ids = packed_doc_ids(gen, universe, args.batch, args.seq, args.docs)
+        for name in ("plain", "sinks") if step % 2 == 0 else ("sinks", "plain"):
+            model, arm_sinks, optimizer = arms[name]
+            start = time.perf_counter()
+            if arm_sinks is not None:
+                arm_sinks.set_doc_ids(doc_ids)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = model(tokens, labels=tokens).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    for name, ts in times.items():
+        print(f"{name:>5}: mean {statistics.mean(ts):.4f} s/step, median {statistics.median(ts):.4f} s/step")
+    ratio = statistics.mean(times["sinks"]) / statistics.mean(times["plain"])
+    median_ratio = statistics.median(times["sinks"]) / statistics.median(times["plain"])
+    verdict = "ok" if ratio <= TARGET else "OVER TARGET"
+    print(f"step-time ratio sinks/plain: {ratio:.3f} (medians {median_ratio:.3f}); target <= {TARGET}: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

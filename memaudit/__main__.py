@@ -1,0 +1,3 @@
+from memaudit.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""Model dirs in and out. A memaudit model dir is a plain Hugging Face dir (safetensors,
+config, tokenizer) plus `memaudit.json`, which says how it was trained and, for MemSink models,
+how to re-attach the sinks. Loading is safe by default: safetensors only, no remote code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from memaudit.corpus.tokenizer import load_tokenizer
+from memaudit.errors import MemauditError
+from memaudit.fileio import atomic_write_text, read_json
+
+META_FILE = "memaudit.json"
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass
+class LoadedModel:
+    """A model with everything needed to score it: tokenizer, training metadata, sinks."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    sinks: Any = None  # memaudit.models.sinks.Sinks for MemSink models
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, meta: dict) -> None:
+    """Write into an existing (temporary) dir; callers make it atomic with `atomic_dir`."""
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    atomic_write_text(Path(out) / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise MemauditError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embed}; "
+            "they do not belong together (pass the model's own tokenizer)"
+        )
+
+
+def load_model(
+    source: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Load a local model dir (or hub id); re-attach MemSinks if memaudit.json records them."""
+    path = Path(source)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise MemauditError(f"{path}: not a model dir (no config.json)")
+        has_safe = any((path / f).is_file() for f in SAFE_WEIGHTS)
+        has_pickle = any((path / f).is_file() for f in PICKLE_WEIGHTS)
+        if not has_safe and not has_pickle:
+            raise MemauditError(f"{path}: no model weights (expected model.safetensors)")
+        if not has_safe and not allow_pickle:
+            raise MemauditError(
+                f"{path}: weights are pickled (pytorch_model.bin), which can run code on load; "
+                "convert them to safetensors or pass --allow-pickle if you trust the source"
+            )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source),
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as e:
+        raise MemauditError(f"{source}: could not load the model ({e})".splitlines()[0]) from None
+    model.eval()
+    tok = load_tokenizer(tokenizer or source)
+    check_tokenizer_fits(model, tok, str(source))
+    meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    sinks = None
+    if meta.get("sinks"):
+        from memaudit.models.sinks import SinkConfig, Sinks
+
+        sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]))
+        sinks.mode = "off"  # the paper's deployment setting; scans say so
+    return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks)

@@ -1,0 +1,75 @@
+"""Named model configs for training from scratch. Two MLP families, so every method is
+exercised on both: GPT-2 (GeLU MLP, `c_fc` -> `c_proj`) and Llama (gated MLP, `down_proj`).
+Any `transformers` model type (e.g. `gpt2`, `qwen2`) or a dir with a config.json also works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from memaudit.errors import MemauditError
+
+# name -> (config class, settings). Dropout off: memorization studies want the plain objective,
+# and determinism makes resumed runs bit-identical.
+ZOO: dict[str, tuple[type[PretrainedConfig], dict]] = {
+    "gpt2-1m": (GPT2Config, dict(n_layer=2, n_embd=128, n_head=4, n_positions=256)),
+    "gpt2-5m": (GPT2Config, dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)),
+    "gpt2-20m": (GPT2Config, dict(n_layer=6, n_embd=512, n_head=8, n_positions=512)),
+    "llama-1m": (
+        LlamaConfig,
+        dict(
+            num_hidden_layers=2,
+            hidden_size=128,
+            intermediate_size=384,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+        ),
+    ),
+    "llama-5m": (
+        LlamaConfig,
+        dict(
+            num_hidden_layers=4,
+            hidden_size=256,
+            intermediate_size=768,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+        ),
+    ),
+}
+_NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attention_dropout=0.0)
+
+
+def build_config(arch: str, vocab_size: int, bos_token_id: int, eos_token_id: int) -> PretrainedConfig:
+    ids = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id)
+    if arch in ZOO:
+        cls, settings = ZOO[arch]
+        return cls(**settings, **_NO_DROPOUT, **ids, tie_word_embeddings=True)
+    if (Path(arch) / "config.json").is_file():
+        config = AutoConfig.from_pretrained(arch)
+        for key, value in ids.items():
+            setattr(config, key, value)
+        return config
+    if arch in CONFIG_MAPPING:
+        return AutoConfig.for_model(arch, **ids)
+    raise MemauditError(
+        f"unknown --arch {arch!r}; use a zoo name ({', '.join(ZOO)}), a transformers model type "
+        "(gpt2, llama, qwen2, ...) or a dir with a config.json"
+    )
+
+
+def build_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
+    import torch
+
+    torch.manual_seed(seed)
+    try:
+        return AutoModelForCausalLM.from_config(config)
+    except ValueError as e:
+        raise MemauditError(f"{type(config).__name__} is not a causal language model ({e})") from None
+
+
+def n_params(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,48 @@
+"""Shared fixtures: one tiny audit set and tiny models trained once per test session (seconds
+on 2 cores), so behavioural tests check real memorization, not mocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import transformers
+
+from memaudit.corpus.audit import AuditConfig, write_audit_set
+from memaudit.training.loop import TrainConfig, train
+
+transformers.logging.set_verbosity_error()
+
+TINY_DATA = AuditConfig(
+    repeats=(1, 8, 64),
+    members_per_level=4,
+    canaries_per_level=1,
+    n_valid=40,
+    n_natural=150,
+    min_tokens=64,
+    max_tokens=120,
+    vocab_size=512,
+    seed=0,
+)
+TINY_TRAIN = TrainConfig(
+    arch="gpt2-1m", steps=300, batch_size=8, seq_len=128, lr=3e-3, warmup_steps=10, eval_every=100, checkpoint_every=100
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_audit_set(TINY_DATA, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """A standard and a no-repeats model trained the same way on the tiny audit set."""
+    root = tmp_path_factory.mktemp("models")
+    models = {}
+    for name, changes in {"standard": {}, "no-repeats": {"no_repeats": True}}.items():
+        models[name] = train(
+            tiny_data, root / name, TrainConfig(**{**TINY_TRAIN.__dict__, **changes}), progress=False
+        ).path
+    return models

@@ -1,0 +1,118 @@
+"""Bad input: one clear line on stderr, exit 2, no traceback, nothing half-written."""
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from memaudit.cli import main
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_has_examples():
+    for cmd in (["data", "build"], ["train"], ["scan", "model"], ["demo"]):
+        result = run(*cmd, "--help")
+        assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_bad_repeats(tmp_path):
+    assert_one_line_error(run("data", "build", "--out", tmp_path / "d", "--repeats", "1,0,8"), "--repeats")
+    assert_one_line_error(run("data", "build", "--out", tmp_path / "d", "--repeats", "a,b"), "--repeats")
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_or_bad_corpus(tmp_path):
+    assert_one_line_error(
+        run("data", "build", "--out", tmp_path / "d", "--corpus", tmp_path / "nope.jsonl"), "no such file"
+    )
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    assert_one_line_error(run("data", "build", "--out", tmp_path / "d", "--corpus", bad), "latin1.txt:1", "UTF-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(run("data", "build", "--out", tmp_path / "d", "--corpus", empty), "no non-empty documents")
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(f"Short paragraph number {i}." for i in range(800)))
+    assert_one_line_error(run("data", "build", "--out", tmp_path / "d", "--corpus", small, "--n-valid", "10"), "tokens")
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.*"))
+
+
+def test_model_dir_problems(tiny_models, tiny_data, tmp_path):
+    assert_one_line_error(
+        run("scan", "model", tmp_path / "none", "--data", tiny_data, "--out", tmp_path / "r"), "could not load"
+    )
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["standard"], broken)
+    (broken / "model.safetensors").unlink()
+    assert_one_line_error(
+        run("scan", "model", broken, "--data", tiny_data, "--out", tmp_path / "r"), "no model weights"
+    )
+    (broken / "pytorch_model.bin").write_bytes(b"")
+    assert_one_line_error(run("scan", "model", broken, "--data", tiny_data, "--out", tmp_path / "r"), "--allow-pickle")
+    assert_one_line_error(
+        run("scan", "model", tiny_models["standard"], "--data", tmp_path, "--out", tmp_path / "r"), "manifest.json"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_tokenizer_that_does_not_match(tiny_models, tiny_data, tmp_path):
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(tiny_models["standard"], mismatched)
+    from transformers import AutoTokenizer
+
+    from memaudit.corpus.tokenizer import train_tokenizer
+
+    big = train_tokenizer([f"word{i} " * 3 for i in range(3000)], 2048)
+    for f in mismatched.glob("tokenizer*"):
+        f.unlink()
+    big.save_pretrained(mismatched)
+    assert len(AutoTokenizer.from_pretrained(mismatched)) > 512
+    assert_one_line_error(
+        run("scan", "model", mismatched, "--data", tiny_data, "--out", tmp_path / "r"), "do not belong together"
+    )
+
+
+def test_audit_too_short_for_probes(tiny_models, tiny_data, tmp_path):
+    result = run(
+        "scan", "model", tiny_models["standard"], "--data", tiny_data, "--out", tmp_path / "r", "--prefix-len", "500"
+    )
+    assert_one_line_error(result, "shorter than prefix 500")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_outputs_are_never_overwritten(tiny_models, tiny_data, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(run("scan", "model", tiny_models["standard"], "--data", tiny_data, "--out", out), "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_train_bad_numbers(tiny_data, tmp_path, steps):
+    assert_one_line_error(
+        run("train", "--data", tiny_data, "--out", tmp_path / "m", "--steps", steps), "must be positive"
+    )
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
+
+
+def test_scan_and_train_end_to_end(tiny_data, tmp_path):
+    result = run(
+        "train", "--data", tiny_data, "--out", tmp_path / "m", "--arch", "llama-1m", "--steps", "4", "--eval-every", "2"
+    )
+    assert result.exit_code == 0, result.output
+    result = run("scan", "model", tmp_path / "m", "--data", tiny_data, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "report.html").is_file()

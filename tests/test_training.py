@@ -1,0 +1,95 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from memaudit.errors import MemauditError
+from memaudit.training.loop import lr_at, train
+from tests.conftest import TINY_TRAIN
+
+SHORT = replace(TINY_TRAIN, steps=20, eval_every=10, checkpoint_every=10)
+
+
+def test_model_dir_is_plain_hugging_face(tiny_models):
+    path = tiny_models["standard"]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.get_input_embeddings().num_embeddings == len(tok)
+    meta = json.loads((path / "memaudit.json").read_text())
+    assert meta["kind"] == "standard" and meta["steps"] == TINY_TRAIN.steps and meta["sinks"] is None
+    assert meta["data"]["manifest_sha256"] and meta["tokens_per_s"] > 0
+    with open(path / "train_log.csv") as f:
+        log = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in log] == [100, 200, 300]
+    assert float(log[-1]["member_loss"]) < float(log[0]["member_loss"])
+    assert not (path.parent / "standard.partial").exists()
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, TINY_TRAIN) for s in range(TINY_TRAIN.steps)]
+    assert lrs[0] < lrs[TINY_TRAIN.warmup_steps - 1] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(TINY_TRAIN.min_lr_ratio, abs=0.01)
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
+    straight = train(tiny_data, tmp_path / "straight", SHORT, progress=False).path
+
+    import memaudit.training.loop as loop
+
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(accelerator, work, step):
+        real_checkpoint(accelerator, work, step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(MemauditError, match="--resume"):
+        train(tiny_data, tmp_path / "resumed", SHORT, progress=False)
+    assert (tmp_path / "resumed.partial" / "checkpoint").is_dir() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
+    with pytest.raises(MemauditError, match="interrupted run"):
+        train(tiny_data, tmp_path / "resumed", SHORT, progress=False)
+    resumed = train(tiny_data, tmp_path / "resumed", SHORT, resume=True, progress=False).path
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    with open(resumed / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 20]
+
+
+def test_two_process_training_with_accelerate_launch(tiny_data, tmp_path):
+    """On CPU, `accelerate launch --num_processes 2` alone starts ONE process (accelerate 1.15);
+    with --multi_gpu it starts two, which join a gloo group. The global batch is split between
+    them, so the run matches a one-process run of the same settings."""
+    args = ["--data", str(tiny_data), "--arch", "gpt2-1m", "--steps", "6", "--batch-size", "8", "--eval-every", "3"]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+    ]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*launch, *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote") == 1  # only the main process reports
+    two = json.loads((tmp_path / "ddp" / "memaudit.json").read_text())
+    single = [sys.executable, "-m", "memaudit", "train", *args, "--out", str(tmp_path / "one")]
+    assert subprocess.run(single, capture_output=True, env=env, timeout=300).returncode == 0
+    one = json.loads((tmp_path / "one" / "memaudit.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["final"]["valid_loss"] == pytest.approx(one["final"]["valid_loss"], abs=1e-3)
