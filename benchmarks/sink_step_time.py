@@ -74,10 +74,11 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
     for name, ts in times.items():
         print(f"{name:>5}: mean {statistics.mean(ts):.4f} s/step, median {statistics.median(ts):.4f} s/step")
-    ratio = statistics.mean(times["sinks"]) / statistics.mean(times["plain"])
-    median_ratio = statistics.median(times["sinks"]) / statistics.median(times["plain"])
+    # Medians: on a shared 2-core machine one step now and then stalls for seconds, and a mean follows it.
+    ratio = statistics.median(times["sinks"]) / statistics.median(times["plain"])
+    mean_ratio = statistics.mean(times["sinks"]) / statistics.mean(times["plain"])
     verdict = "ok" if ratio <= TARGET else "OVER TARGET"
-    print(f"step-time ratio sinks/plain: {ratio:.3f} (medians {median_ratio:.3f}); target <= {TARGET}: {verdict}")
+    print(f"step-time ratio sinks/plain (medians): {ratio:.3f} (means {mean_ratio:.3f}); target <= {TARGET}: {verdict}")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,21 @@ def scan() -> None:
 
 @scan.command("model")
 @click.argument("model")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Data dir (audit.jsonl + valid.jsonl).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="Data dir from `memaudit data build` (audit.jsonl + valid.jsonl).",
+)
+@click.option(
+    "--audit",
+    type=click.Path(path_type=Path),
+    help="Texts to audit (.jsonl/.csv/.parquet/.txt; optional `member`, `repeats` columns).",
+)
+@click.option("--nonmembers", type=click.Path(path_type=Path), help="Texts known NOT to be in training (with --audit).")
+@click.option(
+    "--valid", type=click.Path(path_type=Path), help="Clean text of the training distribution, for capability metrics."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run dir to write.")
 @click.option(
     "--sinks",
@@ -197,33 +211,160 @@ def scan() -> None:
 )
 @click.option("--prefix-len", default=32, show_default=True)
 @click.option("--suffix-len", default=32, show_default=True)
+@click.option("--tokenizer", help="Tokenizer dir or hub id, when the model's own is elsewhere.")
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Load pickled (.bin) weights; they can run code, so only from a source you trust.",
+)
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own Python code (off by default).")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def scan_model(
-    model: str, data_dir: Path | None, out: Path, sinks_mode: str | None, prefix_len: int, suffix_len: int, force: bool
+    model: str,
+    data_dir: Path | None,
+    audit: Path | None,
+    nonmembers: Path | None,
+    valid: Path | None,
+    out: Path,
+    sinks_mode: str | None,
+    prefix_len: int,
+    suffix_len: int,
+    tokenizer: str | None,
+    allow_pickle: bool,
+    trust_remote_code: bool,
+    force: bool,
 ) -> None:
-    """Score MODEL on an audit set in one teacher-forced pass; writes RUN/{results.json,
-    sequences.csv,summary.csv,summary.md,report.html}.
+    """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
+    RUN/{results.json,sequences.csv,summary.csv,summary.md,report.html}.
 
     \b
-    Example:  memaudit scan model models/standard --data data/austen --out reports/standard
+    Examples:
+      memaudit scan model models/standard --data data/austen --out reports/standard
+      memaudit scan model EleutherAI/pythia-70m --audit secrets.jsonl --nonmembers heldout.txt --out reports/pythia
+      accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
-    from memaudit.probes.scan import ScanConfig
+    from accelerate import PartialState
+
+    from memaudit.corpus.audit_file import load_audit_rows
+    from memaudit.corpus.sources import load_records
+    from memaudit.models.io import load_model
+    from memaudit.probes.metrics import ScanConfig
     from memaudit.probes.scan import scan as run_scan
     from memaudit.report.console import print_summary
     from memaudit.report.render import write_run
 
-    if data_dir is None:
-        raise MemauditError("scan model needs --data DIR (a data dir from `memaudit data build`)")
+    if (data_dir is None) == (audit is None):
+        raise MemauditError("scan model needs exactly one of --data DIR (from `memaudit data build`) or --audit FILE")
+    if nonmembers is not None and audit is None:
+        raise MemauditError("--nonmembers goes with --audit")
     if out.exists() and not force:
         raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
     if prefix_len < 1 or suffix_len < 1:
         raise MemauditError(f"--prefix-len and --suffix-len must be positive, got {prefix_len}, {suffix_len}")
+    rows = load_audit_rows(audit, nonmembers) if audit is not None else None
+    valid_texts = [r["text"] for r in load_records(valid) if str(r.get("text") or "").strip()] if valid else None
+    loaded = load_model(model, tokenizer=tokenizer, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    config = ScanConfig(prefix_len=prefix_len, suffix_len=suffix_len)
     results = run_scan(
-        model, data_dir=data_dir, sinks_mode=sinks_mode, config=ScanConfig(prefix_len=prefix_len, suffix_len=suffix_len)
+        loaded, data_dir=data_dir, audit_rows=rows, valid_texts=valid_texts, sinks_mode=sinks_mode, config=config
     )
+    if not PartialState().is_main_process:
+        return
+    if audit is not None:
+        results["data"] |= {
+            "audit": str(audit),
+            "nonmembers": str(nonmembers) if nonmembers else None,
+            "valid": str(valid) if valid else None,
+        }
     write_run(results, out, force=force)
     print_summary(results)
     click.echo(f"wrote {out}/report.html")
+
+
+@scan.command("data")
+@click.argument("corpus", metavar="FILE")
+@click.option("--ngram", default=50, show_default=True, help="Length in tokens of the shared sequences to count.")
+@click.option("--near", default=0.8, show_default=True, help="Jaccard similarity (word 5-grams) of a near duplicate.")
+@click.option("--top", default=20, show_default=True, help="How many of the most repeated sequences to list.")
+@click.option(
+    "--emit-audit",
+    "audit_out",
+    type=click.Path(path_type=Path),
+    help="Write the repeated documents as an audit JSONL for `memaudit scan model --audit`.",
+)
+@click.option(
+    "--emit-min-tokens",
+    default=0,
+    show_default=True,
+    help="Only emit sequences at least this long (64 = long enough for extraction probes).",
+)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the statistics as JSON.")
+def scan_data(
+    corpus: str, ngram: int, near: float, top: int, audit_out: Path | None, emit_min_tokens: int, json_out: Path | None
+) -> None:
+    """Duplication statistics of a corpus: exact duplicate documents, long n-grams shared across
+    documents, near-duplicate clusters (MinHash + LSH), and the most repeated sequences, the ones a
+    model is most likely to memorize. FILE is an embedded corpus (austen), a local
+    .jsonl/.txt/.csv/.parquet file, or a data dir (its training rows count `repeats` times).
+
+    \b
+    Examples:
+      memaudit scan data austen
+      memaudit scan data data/austen --emit-audit repeated.jsonl --json duplicates.json
+    """
+    import json
+
+    from rich.console import Console
+
+    from memaudit.corpus.duplicates import emit_audit, format_report, scan_corpus
+    from memaudit.fileio import atomic_write_text
+
+    report = scan_corpus(corpus, ngram_tokens=ngram, near_threshold=near, top=top)
+    Console().print(format_report(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {json_out}")
+    if audit_out:
+        n = emit_audit(report, audit_out, min_tokens=emit_min_tokens)
+        click.echo(f"wrote {audit_out}: {n} repeated sequences")
+
+
+@main.command("remove-sinks")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write (never the input).")
+@click.option(
+    "--ids", default=None, help="Comma-separated document ids: delete only their sinks (disjoint scheme: exact)."
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="Data dir to check --ids against (default: the one the model was trained on).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None, force: bool) -> None:
+    """Delete the sink units of a MemSink model: a plain, smaller Hugging Face model whose
+    outputs equal the MemSink model's `off` mode, loadable without memaudit.
+
+    \b
+    Examples:
+      memaudit remove-sinks models/memsink --out models/memsink-removed
+      memaudit remove-sinks models/memsink --out models/forget-two --ids 123456789,987654321
+    """
+    from memaudit.models.surgery import remove_sinks as run_remove
+
+    id_list = list(parse_int_list(ids, "--ids")) if ids else None
+    report = run_remove(model, out, ids=id_list, data_dir=data_dir, force=force)
+    click.echo(
+        f"wrote {out}: MLP width {report['units_before']} -> {report['units_after']} "
+        f"({report['removed']} units, {report['pool_fraction_removed']:.1%} of the sink pool)"
+    )
+    if id_list and report["sink_config"]["scheme"] == "hash":
+        click.echo(
+            f"hash scheme: the deletion covers {report['pool_fraction_removed']:.1%} of the pool and removes on average "
+            f"{report['keep_ids_sinks_removed_mean']:.1%} (at most {report['keep_ids_sinks_removed_max']:.1%}) of the sinks "
+            "of the documents that stay; use --sink-scheme disjoint for targeted deletion"
+        )
 
 
 @main.command()

@@ -3,7 +3,7 @@ output already exists, so a rerun (or an interrupted run) picks up where it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -19,9 +19,9 @@ from memaudit.training.loop import TrainConfig, train
 
 @dataclass(frozen=True)
 class DemoConfig:
-    data: AuditConfig = AuditConfig()
-    train: TrainConfig = TrainConfig(arch="gpt2-5m", steps=500, bf16=True, eval_every=100, checkpoint_every=100)
-    sinks: SinkConfig = SinkConfig(shared_fraction=0.7, active_fraction=0.3)
+    data: AuditConfig = field(default_factory=AuditConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=500, bf16=True))
+    sinks: SinkConfig = field(default_factory=SinkConfig)
 
 
 QUICK = DemoConfig(

@@ -42,34 +42,40 @@ def load_documents(corpus: str) -> list[str]:
         raw = (resources.files("memaudit.corpus") / "data" / EMBEDDED[corpus]).read_bytes()
         texts = [json.loads(line)["text"] for line in gzip.decompress(raw).decode("utf-8").splitlines()]
     else:
-        texts = _load_local(Path(corpus))
+        texts = [r["text"] for r in load_records(Path(corpus))]
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     if not texts:
         raise MemauditError(f"{corpus}: the corpus has no non-empty documents")
     return texts
 
 
-def _load_local(path: Path) -> list[str]:
+def load_records(path: Path) -> list[dict]:
+    """Rows of a local .jsonl/.json/.csv/.parquet (which must have a `text` column) or .txt
+    (one `{"text": paragraph}` row per blank-line separated paragraph), read offline."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
         names = ", ".join(EMBEDDED)
-        raise MemauditError(f"{path}: no such file (give a local corpus file or an embedded corpus: {names})")
+        raise MemauditError(f"{path}: no such file (give a local file, or for a corpus an embedded one: {names})")
     if suffix not in LOCAL_FORMATS:
-        raise MemauditError(f"{path}: unsupported corpus format {suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
+        raise MemauditError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
     if suffix == ".txt":
-        return _paragraphs(read_text_lines(path))
-    if suffix in {".jsonl", ".json", ".csv"}:
-        read_text_lines(path)  # names the first non-UTF-8 line before `datasets` gives a vaguer error
+        return [{"text": t} for t in _paragraphs(read_text_lines(path))]
+    # Text formats are decoded first: that names the first non-UTF-8 line, and an empty file
+    # gets a plain answer instead of a `datasets` StopIteration.
+    if suffix in {".jsonl", ".json", ".csv"} and not any(line.strip() for line in read_text_lines(path)):
+        return []
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
 
+    datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(LOCAL_FORMATS[suffix], data_files=str(path), split="train")
     except Exception as e:  # datasets raises many types for malformed files
         raise MemauditError(f"{path}: could not read as {suffix[1:]} ({type(e).__name__}: {e})") from None
     if "text" not in ds.column_names:
         raise MemauditError(f"{path}: no 'text' column (columns: {', '.join(ds.column_names)})")
-    return list(ds["text"])
+    return ds.to_list()
 
 
 def _paragraphs(lines: list[str]) -> list[str]:

@@ -31,9 +31,9 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS)
 
 
-def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: Path | str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
     except Exception as e:  # transformers raises OSError/ValueError/... for broken dirs
         raise MemauditError(f"{path}: no usable tokenizer ({type(e).__name__}: {e})") from None
     if tok.pad_token_id is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit.corpus.tokenizer import load_tokenizer
@@ -60,9 +61,20 @@ def load_model(
     trust_remote_code: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> LoadedModel:
-    """Load a local model dir (or hub id); re-attach MemSinks if memaudit.json records them."""
+    """Load a local model dir, a GGUF file, or a hub id; re-attach MemSinks if memaudit.json
+    records them. Placement: one device per process in a multi-process launch, `device_map=
+    "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU."""
     path = Path(source)
-    if path.exists():
+    gguf_file = None
+    if path.is_file() and path.suffix == ".gguf":
+        gguf_file, source, path = path.name, str(path.parent), path.parent
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF through it)
+        except ImportError:
+            raise MemauditError(
+                f"{gguf_file}: reading GGUF files needs the `gguf` package (pip install gguf)"
+            ) from None
+    elif path.exists():
         if not (path / "config.json").is_file():
             raise MemauditError(f"{path}: not a model dir (no config.json)")
         has_safe = any((path / f).is_file() for f in SAFE_WEIGHTS)
@@ -74,23 +86,30 @@ def load_model(
                 f"{path}: weights are pickled (pytorch_model.bin), which can run code on load; "
                 "convert them to safetensors or pass --allow-pickle if you trust the source"
             )
+    state = PartialState()
+    device_map = "auto" if state.num_processes == 1 and torch.accelerator.is_available() else None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(source),
             dtype=dtype,
-            use_safetensors=None if allow_pickle else True,
+            use_safetensors=None if (allow_pickle or gguf_file) else True,
             trust_remote_code=trust_remote_code,
+            gguf_file=gguf_file,
+            device_map=device_map,
         )
     except (OSError, ValueError) as e:
         raise MemauditError(f"{source}: could not load the model ({e})".splitlines()[0]) from None
+    if state.num_processes > 1:
+        model.to(state.device)
     model.eval()
-    tok = load_tokenizer(tokenizer or source)
+    tok = load_tokenizer(tokenizer or source, gguf_file=gguf_file)
     check_tokenizer_fits(model, tok, str(source))
     meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
     sinks = None
     if meta.get("sinks"):
         from memaudit.models.sinks import SinkConfig, Sinks
 
-        sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]))
+        # `sink_pool` is there when remove-sinks --ids deleted some documents' sinks.
+        sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]), **meta.get("sink_pool", {}))
         sinks.mode = "off"  # the paper's deployment setting; scans say so
     return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks)

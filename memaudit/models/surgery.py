@@ -4,11 +4,14 @@ masking it, in a smaller model that any `transformers` install loads with no mem
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from memaudit.errors import MemauditError
+from memaudit.fileio import atomic_dir
 from memaudit.models.sinks import SinkConfig, Sinks, find_mlps, units_in
 
 
@@ -91,3 +94,50 @@ def reattach_sinks(model: nn.Module, report: dict) -> Sinks:
         pool_size=report["pool_size"],
         kept_sink_units=report["kept_sink_units"],
     )
+
+
+def remove_sinks(
+    model_dir: Path, out: Path, *, ids: list[int] | None = None, data_dir: Path | None = None, force: bool = False
+) -> dict:
+    """`memaudit remove-sinks`: write a copy of a MemSink model dir with sink units deleted.
+
+    ids=None deletes the whole pool: the result is a plain, smaller HF model equal to `off` mode.
+    ids given deletes only those documents' sinks; the copy keeps the others' (memaudit.json
+    records the kept units, and memaudit's loader re-attaches them). The ids must be documents
+    the model was trained on (train.jsonl of `data_dir`, default the data dir it was trained on)."""
+    from memaudit.corpus.audit import AuditSet
+    from memaudit.models.io import load_model, save_model
+
+    model_dir, out = Path(model_dir), Path(out)
+    if out.resolve() == model_dir.resolve():
+        raise MemauditError(f"--out {out} is the input model; remove-sinks never writes over its input")
+    loaded = load_model(model_dir)
+    if loaded.sinks is None:
+        raise MemauditError(f"{model_dir}: not a MemSink model (its memaudit.json records no sinks)")
+    keep_ids = None
+    if ids is not None:
+        source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
+        if not (source / "train.jsonl").is_file():
+            raise MemauditError(
+                f"--ids needs the training data to check them against: pass --data DIR (tried {source})"
+            )
+        trained = {r["doc_id"] for r in AuditSet.load(source).train}
+        unknown = sorted(set(ids) - trained)
+        if unknown:
+            shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+            raise MemauditError(
+                f"--ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
+            )
+        keep_ids = sorted(trained - set(ids))
+    report = prune_sink_units(loaded.model, loaded.sinks, ids=ids, keep_ids=keep_ids)
+    meta = {**loaded.meta, "kind": "memsink-removed" if ids is None else "memsink-pruned", "base_model": str(model_dir)}
+    summary = {k: v for k, v in report.items() if k != "kept_sink_units"}
+    if ids is None:
+        meta["sinks"] = None  # a plain model now: nothing to re-attach
+        meta["removed_sinks"] = summary
+    else:
+        meta["sink_pool"] = {"pool_size": report["pool_size"], "kept_sink_units": report["kept_sink_units"]}
+        meta["removed_sinks"] = {**summary, "ids": sorted(ids)}
+    with atomic_dir(out, force=force) as tmp:
+        save_model(loaded.model, loaded.tokenizer, tmp, meta)
+    return summary

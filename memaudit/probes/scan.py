@@ -5,11 +5,13 @@ every report view is rendered from)."""
 from __future__ import annotations
 
 import datetime as dt
-import math
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from memaudit import __version__
 from memaudit.corpus.audit import AuditSet
@@ -18,20 +20,12 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
-from memaudit.probes.registry import get_metric
+from memaudit.probes.exposure import canary_exposures
+from memaudit.probes.generation import generate_continuations
+from memaudit.probes.metrics import ScanConfig, compute_metrics, sequence_row
 from memaudit.probes.scoring import ScoredSequence, score_sequences
-from memaudit.probes.stats import mean, summarize
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    prefix_len: int = 32
-    suffix_len: int = 32
-    bootstrap: int = 1000
-    seed: int = 0
-    max_batch_tokens: int = 16384
 
 
 def _context_len(loaded: LoadedModel) -> int:
@@ -39,88 +33,43 @@ def _context_len(loaded: LoadedModel) -> int:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
 
 
-def _sequence_row(row: dict, tokens: list[int], scored: ScoredSequence, cfg: ScanConfig, tok) -> dict:
-    out = {
-        "doc_id": row["doc_id"],
-        "kind": row["kind"],
-        "repeats": row["repeats"],
-        "member": row["repeats"] > 0,
-        "n_tokens": len(scored),
-        "loss": float(-scored.logp.mean()),
-    }
-    p, s = cfg.prefix_len, cfg.suffix_len
-    if len(scored) >= p + s:
-        hits = scored.hit[p : p + s]
-        out |= {
-            "exact": bool(hits.all()),
-            "token_match": float(hits.mean()),
-            # tokens[0] is the boundary token; text token j is tokens[j + 1]
-            "prefix": tok.decode(tokens[1 : p + 1]),
-            "suffix": tok.decode(tokens[p + 1 : p + s + 1]),
-        }
-    return out
-
-
-def _metric(name: str, summary: dict, by_repeats: dict | None = None) -> dict:
-    m = get_metric(name)
-    out = {**summary, "higher_is_better": m.higher_is_better, "group": m.group}
-    if m.ideal is not None:
-        out["ideal"] = m.ideal
-    if by_repeats is not None:
-        out["by_repeats"] = by_repeats
-    return out
-
-
-def compute_metrics(seqs: list[dict], valid: list[ScoredSequence], cfg: ScanConfig) -> dict:
-    """The registry's metrics from per-sequence rows; `by_repeats["0"]` is the held-out baseline."""
-    text = [r for r in seqs if r["kind"] != "canary"]
-    members = [r for r in text if r["member"]]
-    nonmembers = [r for r in text if not r["member"]]
-    levels = sorted({r["repeats"] for r in text})
-    boot = dict(n_boot=cfg.bootstrap, seed=cfg.seed)
-
-    def values(rows: list[dict], key: str) -> np.ndarray:
-        return np.array([float(r[key]) for r in rows if key in r])
-
-    def per_level(key: str) -> dict:
-        return {
-            str(lv): summarize([values([r for r in text if r["repeats"] == lv], key)], mean, **boot) for lv in levels
-        }
-
-    metrics = {
-        "memorization.member_loss": _metric(
-            "memorization.member_loss", summarize([values(members, "loss")], mean, **boot), per_level("loss")
-        ),
-        "memorization.nonmember_loss": _metric(
-            "memorization.nonmember_loss", summarize([values(nonmembers, "loss")], mean, **boot)
-        ),
-    }
-    gap = lambda non, mem: mean(non) - mean(mem)  # noqa: E731
-    gap_levels = {
-        str(lv): summarize(
-            [values(nonmembers, "loss"), values([r for r in members if r["repeats"] == lv], "loss")], gap, **boot
-        )
-        for lv in levels
-        if lv > 0
-    }
-    metrics["memorization.loss_gap"] = _metric(
-        "memorization.loss_gap",
-        summarize([values(nonmembers, "loss"), values(members, "loss")], gap, **boot),
-        gap_levels,
+def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:
+    """The scoring pass over texts, split across processes when launched with several
+    (`accelerate launch`): each scores every n-th text, and all gather the full list in order."""
+    state = PartialState()
+    tokens = encode_documents(loaded.tokenizer, texts, _context_len(loaded))
+    mine = list(range(state.process_index, len(texts), state.num_processes))
+    scored = score_sequences(
+        loaded.model,
+        [tokens[i] for i in mine],
+        pad_id=loaded.tokenizer.pad_token_id,
+        doc_ids=[doc_ids[i] for i in mine],
+        sinks=loaded.sinks,
+        max_batch_tokens=config.max_batch_tokens,
     )
-    for name, key in (("extraction.exact_rate", "exact"), ("extraction.token_match", "token_match")):
-        metrics[name] = _metric(name, summarize([values(members, key)], mean, **boot), per_level(key))
-    if valid:
-        nll = [(-s.logp.sum(), len(s)) for s in valid]
-        sums, counts = np.array([a for a, _ in nll]), np.array([b for _, b in nll])
-        pooled = lambda idx: float(sums[idx.astype(int)].sum() / counts[idx.astype(int)].sum())  # noqa: E731
-        loss = summarize([np.arange(len(valid))], pooled, **boot)
-        metrics["capability.valid_loss"] = _metric("capability.valid_loss", loss)
-        ppl = {**loss, "value": math.exp(loss["value"])}
-        if "ci95" in loss:
-            ppl["ci95"] = [math.exp(v) for v in loss["ci95"]]
-        metrics["capability.valid_ppl"] = _metric("capability.valid_ppl", ppl)
-    return metrics
+    if state.num_processes == 1:
+        return scored
+    gathered = gather_object([(i, s) for i, s in zip(mine, scored)])
+    return [s for _, s in sorted(gathered, key=lambda pair: pair[0])]
+
+
+def _emitted(loaded: LoadedModel, rows: list[dict], tokens: list[list[int]], config: ScanConfig) -> list[str | None]:
+    """What greedy decoding actually emits after each true prefix (for reports to show where it
+    diverges); None where the sequence is too short for the default prefix + suffix."""
+    p, s = config.prefix_len, config.suffix_len
+    todo = [i for i, t in enumerate(tokens) if len(t) > p + s]
+    out: list[str | None] = [None] * len(rows)
+    continuations = generate_continuations(
+        loaded.model,
+        [tokens[i][: p + 1] for i in todo],
+        s,
+        pad_id=loaded.tokenizer.pad_token_id,
+        doc_ids=[rows[i]["doc_id"] for i in todo],
+        sinks=loaded.sinks,
+    )
+    for i, cont in zip(todo, continuations):
+        out[i] = loaded.tokenizer.decode(cont[0])
+    return out
 
 
 def scan(
@@ -130,11 +79,14 @@ def scan(
     audit_rows: list[dict] | None = None,
     valid_texts: list[str] | None = None,
     sinks_mode: str | None = None,
-    config: ScanConfig = ScanConfig(),
+    config: ScanConfig | None = None,
+    emitted: bool = True,
 ) -> dict:
-    """Score a model on an audit set; returns the results document (see DESIGN.md)."""
+    """Score a model on an audit set (a data dir, or rows from `load_audit_rows`); returns the
+    results document (DESIGN.md). In a multi-process launch every process returns it."""
+    config = config or ScanConfig()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    data_info: dict = {}
+    data_info: dict = {"audit_sha256": None}
     if data_dir is not None:
         data = AuditSet.load(Path(data_dir))
         audit_rows = data.audit
@@ -142,6 +94,7 @@ def scan(
         data_info = {"dir": str(data_dir), "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json")}
     if not audit_rows:
         raise MemauditError("nothing to audit: the audit set is empty")
+    data_info["audit_sha256"] = hashlib.sha256(json.dumps(sorted(r["doc_id"] for r in audit_rows)).encode()).hexdigest()
     sink_mode = None
     if loaded.sinks is not None:
         loaded.sinks.mode = sink_mode = sinks_mode or "off"
@@ -149,26 +102,36 @@ def scan(
         raise MemauditError(f"--sinks {sinks_mode}: {loaded.path} is not a MemSink model")
 
     tok, ctx = loaded.tokenizer, _context_len(loaded)
-    tokens = encode_documents(tok, [r["text"] for r in audit_rows], ctx)
-    scored = score_sequences(
-        loaded.model,
-        tokens,
-        pad_id=tok.pad_token_id,
-        doc_ids=[r["doc_id"] for r in audit_rows],
-        sinks=loaded.sinks,
-        max_batch_tokens=config.max_batch_tokens,
-    )
-    seqs = [_sequence_row(r, t, s, config, tok) for r, t, s in zip(audit_rows, tokens, scored) if len(s) > 0]
+    texts = [r["text"] for r in audit_rows]
+    tokens = encode_documents(tok, texts, ctx)
+    truncated = sum(1 for t in tok(texts, add_special_tokens=False)["input_ids"] if len(t) + 1 > ctx)
+    scored = score_texts(loaded, texts, [r["doc_id"] for r in audit_rows], config)
+    # [probes wiring] canary exposure: candidate secrets scored exactly like the audit set.
+    spec = data.manifest.get("canary") if data_dir is not None else None
+    exposures = {}
+    if spec and config.exposure_candidates:
+        exposures = canary_exposures(
+            [r for r in audit_rows if r["kind"] == "canary"],
+            spec,
+            lambda ts: score_texts(loaded, ts, [doc_id(t) for t in ts], config),
+            config.exposure_candidates,
+            config.seed,
+        )
+    seqs = [
+        sequence_row(r, t, s, config, tok, exposure=exposures.get(r["doc_id"]))
+        for r, t, s in zip(audit_rows, tokens, scored)
+        if len(s) > 0
+    ]
+    # [end probes wiring]
+    if emitted:
+        kept = [(r, t) for r, t, s in zip(audit_rows, tokens, scored) if len(s) > 0]
+        for row, text in zip(seqs, _emitted(loaded, [r for r, _ in kept], [t for _, t in kept], config)):
+            if text is not None:
+                row["emitted"] = text
     valid = []
     if valid_texts:
-        valid = score_sequences(
-            loaded.model,
-            encode_documents(tok, valid_texts, ctx),
-            pad_id=tok.pad_token_id,
-            doc_ids=[doc_id(t) for t in valid_texts],  # `own` mode: each text's own (untrained) sinks
-            sinks=loaded.sinks,
-            max_batch_tokens=config.max_batch_tokens,
-        )
+        # `own` mode scores each validation text with its own (never trained) sinks.
+        valid = score_texts(loaded, valid_texts, [doc_id(t) for t in valid_texts], config)
     short = sum(1 for r in seqs if "exact" not in r and r["kind"] != "canary")
     if short == len([r for r in seqs if r["kind"] != "canary"]):
         raise MemauditError(
@@ -198,6 +161,7 @@ def scan(
             "nonmembers": sum(1 for r in seqs if not r["member"] and r["kind"] != "canary"),
             "canaries": sum(1 for r in seqs if r["kind"] == "canary"),
             "too_short_for_extraction": short,
+            "truncated_to_context": truncated,
             "valid_documents": len(valid),
         },
         "metrics": compute_metrics(seqs, valid, config),
