@@ -3,6 +3,7 @@ Bad input is one line on stderr and exit 2; a tripped gate is exit 1; never a tr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -209,8 +210,19 @@ def scan() -> None:
     default=None,
     help="MemSink evaluation mode (default off, as in the paper).",
 )
-@click.option("--prefix-len", default=32, show_default=True)
-@click.option("--suffix-len", default=32, show_default=True)
+@click.option(
+    "--suite",
+    default="default",
+    show_default=True,
+    help="Probe suite: default, ci, full, or a YAML file (see probes/).",
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="Reference model (never trained on the members, or the model before unlearning): `ref` attack and reference-relative metrics.",
+)
+@click.option("--prefix-len", type=int, help="Override the suite's headline prefix length (tokens).")
+@click.option("--suffix-len", type=int, help="Override the suite's suffix length (tokens).")
 @click.option("--tokenizer", help="Tokenizer dir or hub id, when the model's own is elsewhere.")
 @click.option(
     "--allow-pickle",
@@ -227,8 +239,10 @@ def scan_model(
     valid: Path | None,
     out: Path,
     sinks_mode: str | None,
-    prefix_len: int,
-    suffix_len: int,
+    suite: str,
+    reference: Path | None,
+    prefix_len: int | None,
+    suffix_len: int | None,
     tokenizer: str | None,
     allow_pickle: bool,
     trust_remote_code: bool,
@@ -248,8 +262,8 @@ def scan_model(
     from memaudit.corpus.audit_file import load_audit_rows
     from memaudit.corpus.sources import load_records
     from memaudit.models.io import load_model
-    from memaudit.probes.metrics import ScanConfig
     from memaudit.probes.scan import scan as run_scan
+    from memaudit.probes.suite import load_suite
     from memaudit.report.console import print_summary
     from memaudit.report.render import write_run
 
@@ -259,15 +273,20 @@ def scan_model(
         raise MemauditError("--nonmembers goes with --audit")
     if out.exists() and not force:
         raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
-    if prefix_len < 1 or suffix_len < 1:
+    config = load_suite(suite)
+    overrides = {k: v for k, v in (("prefix_len", prefix_len), ("suffix_len", suffix_len)) if v is not None}
+    if any(v < 1 for v in overrides.values()):
         raise MemauditError(f"--prefix-len and --suffix-len must be positive, got {prefix_len}, {suffix_len}")
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     rows = load_audit_rows(audit, nonmembers) if audit is not None else None
     valid_texts = [r["text"] for r in load_records(valid) if str(r.get("text") or "").strip()] if valid else None
     loaded = load_model(model, tokenizer=tokenizer, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    config = ScanConfig(prefix_len=prefix_len, suffix_len=suffix_len)
-    results = run_scan(
-        loaded, data_dir=data_dir, audit_rows=rows, valid_texts=valid_texts, sinks_mode=sinks_mode, config=config
-    )
+    scan_inputs = dict(data_dir=data_dir, audit_rows=rows, valid_texts=valid_texts, config=config)
+    ref_results = None
+    if reference is not None:
+        ref_results = run_scan(load_model(reference, tokenizer=tokenizer), emitted=False, **scan_inputs)
+    results = run_scan(loaded, sinks_mode=sinks_mode, reference=ref_results, **scan_inputs)
     if not PartialState().is_main_process:
         return
     if audit is not None:

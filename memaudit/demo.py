@@ -11,7 +11,7 @@ from rich.console import Console
 from memaudit.corpus.audit import AuditConfig, write_audit_set
 from memaudit.fileio import read_json
 from memaudit.models.sinks import SinkConfig
-from memaudit.probes.scan import ScanConfig, scan
+from memaudit.probes.scan import scan
 from memaudit.report.console import print_comparison
 from memaudit.report.render import write_run
 from memaudit.training.loop import TrainConfig, train
@@ -63,7 +63,7 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
         if not (run_dir / "results.json").is_file():
             console.print(f"[bold]3/3[/] scanning {label}")
             write_run(
-                scan(out / "models" / model, data_dir=data_dir, sinks_mode=mode, config=ScanConfig()),
+                scan(out / "models" / model, data_dir=data_dir, sinks_mode=mode),
                 run_dir,
                 force=True,
             )

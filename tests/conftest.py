@@ -3,6 +3,7 @@ on 2 cores), so behavioural tests check real memorization, not mocks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,12 @@ def tiny_models(tiny_data, tmp_path_factory) -> dict[str, Path]:
             tiny_data, root / name, TrainConfig(**{**TINY_TRAIN.__dict__, **changes}), progress=False
         ).path
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_memsink(tiny_data, tmp_path_factory) -> Path:
+    """A MemSink model (paper defaults G=0.7, P=0.3) trained exactly like tiny_models."""
+    from memaudit.models.sinks import SinkConfig
+
+    out = tmp_path_factory.mktemp("models") / "memsink"
+    return train(tiny_data, out, replace(TINY_TRAIN, sinks=SinkConfig().to_dict()), progress=False).path

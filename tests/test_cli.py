@@ -116,3 +116,24 @@ def test_scan_and_train_end_to_end(tiny_data, tmp_path):
     result = run("scan", "model", tmp_path / "m", "--data", tiny_data, "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_scan_with_suite_and_reference(tiny_models, tiny_data, tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    result = run(
+        "scan", "model", tiny_models["standard"], "--data", tiny_data, "--out", out, "--force", "--suite", "ci",
+        "--reference", tiny_models["no-repeats"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite"]["name"] == "ci" and results["reference"]["path"] == str(tiny_models["no-repeats"])
+    assert results["metrics"]["privacy.mia.ref.auc"]["value"] > 0.8
+    assert results["metrics"]["memorization.forgetting"]["value"] < 0  # members fit better than the oracle does
+    assert_one_line_error(
+        run(
+            "scan", "model", tiny_models["standard"], "--data", tiny_data, "--out", tmp_path / "x", "--suite", "defualt"
+        ),
+        "default",
+    )

@@ -65,7 +65,11 @@ def test_teacher_forced_verdict_equals_greedy_generate(tiny_models, tiny_data):
     p, s = 32, 32
     for seq, sc in zip(seqs, scored):
         prompt = torch.tensor([seq[: p + 1]])
-        gen = loaded.model.generate(prompt, max_new_tokens=s, do_sample=False, pad_token_id=0, eos_token_id=None)
+        # The boundary token doubles as the pad token: without a mask generate() would ignore it.
+        mask = torch.ones_like(prompt)
+        gen = loaded.model.generate(
+            prompt, attention_mask=mask, max_new_tokens=s, do_sample=False, pad_token_id=0, eos_token_id=None
+        )
         assert (gen[0, p + 1 :].tolist() == seq[p + 1 : p + s + 1]) == bool(sc.hit[p : p + s].all())
         first_miss = np.flatnonzero(~sc.hit[p : p + s])
         n_match = first_miss[0] if len(first_miss) else s
@@ -99,3 +103,103 @@ def test_run_dir_views_render_from_results(results, tmp_path):
     assert row.value.item() == r["metrics"]["extraction.exact_rate"]["by_repeats"]["64"]["value"]
     assert len(pd.read_csv(out / "sequences.csv")) == len(r["sequences"])
     assert "| extraction.exact_rate | ↓ |" in (out / "summary.md").read_text()
+
+
+# Probes beyond loss and exact extraction (METRICS.md): membership inference, the prefix sweep,
+# strength, canary exposure, reference-relative metrics and suites, on real models.
+
+
+def test_membership_inference_and_exposure_leak_only_on_the_standard_model(results):
+    std, oracle = results["standard"]["metrics"], results["no-repeats"]["metrics"]
+    for attack in ("loss", "zlib", "mink", "minkpp"):
+        name = f"privacy.mia.{attack}.auc"
+        assert std[name]["value"] > 0.85 and std[name]["by_repeats"]["64"]["value"] == 1.0, name
+        assert 0.2 < oracle[name]["value"] < 0.8 and std[name]["value"] > oracle[name]["value"], name
+        assert std[name]["higher_is_better"] is None and std[name]["ideal"] == 0.5
+        assert 0 <= std[f"privacy.mia.{attack}.tpr@1%fpr"]["value"] <= 1
+    exposure = by_level(results["standard"], "privacy.exposure")
+    assert exposure[64] > 15 and exposure[64] > exposure[0] + 10 and exposure[0] < 5
+    assert oracle["privacy.exposure"]["value"] < 5
+    rows = results["standard"]["sequences"]
+    assert all("exposure" in r for r in rows if r["kind"] == "canary")
+    assert all({"mia_loss", "mia_zlib", "mia_mink", "mia_minkpp"} <= set(r) for r in rows)
+
+
+def test_prefix_sweep_and_verdict_relations(results):
+    std = results["standard"]
+    for p in (8, 16, 64):
+        assert by_level(std, f"extraction.exact_rate@P{p}")[64] == 1.0
+        assert std["metrics"][f"extraction.exact_rate@P{p}"]["n"] <= std["metrics"]["extraction.exact_rate"]["n"]
+    assert "extraction.exact_rate@P32" not in std["metrics"]  # the headline is not repeated
+    for r in std["sequences"]:
+        if r.get("exact"):
+            assert r["token_match"] == 1 and r["prefix_match_len"] == 32 and r["strength"] == 1
+        elif "exact" in r:
+            assert r["prefix_match_len"] < 32 and r["strength"] < 1
+
+
+def test_sweep_and_strength_verdicts_equal_greedy_generate(tiny_models, tiny_data):
+    from memaudit.probes.extraction import extraction_verdicts
+
+    loaded = load_model(tiny_models["standard"])
+    rows = [json.loads(line) for line in (tiny_data / "audit.jsonl").read_text().splitlines()]
+    seqs = encode_documents(loaded.tokenizer, [r["text"] for r in rows if r["kind"] != "canary"])
+    scored = score_sequences(loaded.model, seqs, pad_id=loaded.tokenizer.pad_token_id)
+    s = 32
+
+    def greedy(prompt: list[int], n: int) -> list[int]:
+        # An explicit mask: without one, generate() takes the boundary token (id 0 = pad id) for padding.
+        ids = torch.tensor([prompt])
+        out = loaded.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+        return out[0, len(prompt) :].tolist()
+
+    for seq, sc in zip(seqs, scored):
+        for p in (8, 64):
+            v = extraction_verdicts(sc, p, s, n=100, p=0.5)
+            if v is None:
+                continue
+            suffix, gen = seq[p + 1 : p + s + 1], greedy(seq[: p + 1], s)
+            assert (gen == suffix) == v["exact"]
+            assert next((i for i, (a, b) in enumerate(zip(gen, suffix)) if a != b), s) == v["prefix_match_len"]
+            offset = round((1 - v["strength"]) * s)  # greedy reproduces the rest from here, not from one earlier
+            if offset < s:
+                assert greedy(seq[: p + 1 + offset], s - offset) == suffix[offset:]
+            if offset > 0:
+                assert greedy(seq[: p + offset], s - offset + 1) != suffix[offset - 1 :]
+
+
+def test_reference_attack_and_reference_metrics(results, tiny_models, tiny_data):
+    from memaudit.corpus.audit import AuditSet
+    from memaudit.probes.metrics import compute_metrics, sequence_row
+
+    std, oracle = results["standard"], results["no-repeats"]
+    loaded = load_model(tiny_models["standard"])
+    rows = AuditSet.load(tiny_data).audit
+    tokens = encode_documents(loaded.tokenizer, [r["text"] for r in rows])
+    scored = score_sequences(loaded.model, tokens, pad_id=loaded.tokenizer.pad_token_id)
+    ref_loss = {r["doc_id"]: r["loss"] for r in oracle["sequences"]}  # what scan passes per row
+    seqs = [
+        sequence_row(r, t, s, CFG, loaded.tokenizer, ref_loss=ref_loss[r["doc_id"]])
+        for r, t, s in zip(rows, tokens, scored)
+    ]
+    metrics = compute_metrics(seqs, [], CFG, reference=oracle, standard=std)
+    assert metrics["privacy.mia.ref.auc"]["value"] > 0.9
+    mink, ref_mink = std["metrics"]["privacy.mia.mink.auc"]["value"], oracle["metrics"]["privacy.mia.mink.auc"]["value"]
+    assert metrics["privacy.privleak"]["value"] == pytest.approx((mink - ref_mink) / ref_mink * 100)
+    assert metrics["privacy.privleak"]["value"] > 20 and metrics["memorization.forgetting"]["value"] < -1
+    assert metrics["memorization.gap_closed"]["value"] == pytest.approx(0.0, abs=1e-3)  # the standard itself
+
+
+def test_ci_suite_scan_is_recorded_and_lean(tiny_models, tiny_data):
+    from memaudit.probes.suite import load_suite
+
+    r = scan(tiny_models["standard"], data_dir=tiny_data, config=load_suite("ci"))
+    assert r["suite"]["name"] == "ci" and list(r["suite"]["prefix_lens"]) == [32]
+    assert not any("@P" in name for name in r["metrics"]) and "privacy.exposure" in r["metrics"]

@@ -46,6 +46,7 @@ def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], confi
         doc_ids=[doc_ids[i] for i in mine],
         sinks=loaded.sinks,
         max_batch_tokens=config.max_batch_tokens,
+        topk=config.topk,
     )
     if state.num_processes == 1:
         return scored
@@ -81,9 +82,14 @@ def scan(
     sinks_mode: str | None = None,
     config: ScanConfig | None = None,
     emitted: bool = True,
+    reference: dict | None = None,
 ) -> dict:
     """Score a model on an audit set (a data dir, or rows from `load_audit_rows`); returns the
-    results document (DESIGN.md). In a multi-process launch every process returns it."""
+    results document (DESIGN.md). In a multi-process launch every process returns it.
+
+    `reference` is the results document of a reference model (never trained on the members, or
+    the model before unlearning) scanned on the same audit set: it feeds the `ref` membership
+    attack and the reference-relative metrics (forgetting, privleak, degradation)."""
     config = config or ScanConfig()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     data_info: dict = {"audit_sha256": None}
@@ -106,7 +112,8 @@ def scan(
     tokens = encode_documents(tok, texts, ctx)
     truncated = sum(1 for t in tok(texts, add_special_tokens=False)["input_ids"] if len(t) + 1 > ctx)
     scored = score_texts(loaded, texts, [r["doc_id"] for r in audit_rows], config)
-    # [probes wiring] canary exposure: candidate secrets scored exactly like the audit set.
+    ref_loss = {r["doc_id"]: r["loss"] for r in reference["sequences"]} if reference else {}
+    # canary exposure: candidate secrets scored exactly like the audit set.
     spec = data.manifest.get("canary") if data_dir is not None else None
     exposures = {}
     if spec and config.exposure_candidates:
@@ -118,11 +125,10 @@ def scan(
             config.seed,
         )
     seqs = [
-        sequence_row(r, t, s, config, tok, exposure=exposures.get(r["doc_id"]))
+        sequence_row(r, t, s, config, tok, ref_loss=ref_loss.get(r["doc_id"]), exposure=exposures.get(r["doc_id"]))
         for r, t, s in zip(audit_rows, tokens, scored)
         if len(s) > 0
     ]
-    # [end probes wiring]
     if emitted:
         kept = [(r, t) for r, t, s in zip(audit_rows, tokens, scored) if len(s) > 0]
         for row, text in zip(seqs, _emitted(loaded, [r for r, _ in kept], [t for _, t in kept], config)):
@@ -155,7 +161,7 @@ def scan(
             "trained": {k: meta[k] for k in ("steps", "epochs", "tokens_seen", "seed") if k in meta},
         },
         "data": data_info,
-        "suite": {"name": "default", **asdict(config)},
+        "suite": asdict(config),
         "counts": {
             "members": sum(1 for r in seqs if r["member"] and r["kind"] != "canary"),
             "nonmembers": sum(1 for r in seqs if not r["member"] and r["kind"] != "canary"),
@@ -164,6 +170,9 @@ def scan(
             "truncated_to_context": truncated,
             "valid_documents": len(valid),
         },
-        "metrics": compute_metrics(seqs, valid, config),
+        "reference": {"path": reference["model"]["path"], "sha256": reference["model"]["sha256"]}
+        if reference
+        else None,
+        "metrics": compute_metrics(seqs, valid, config, reference=reference),
         "sequences": seqs,
     }

@@ -1,10 +1,13 @@
-"""One training loop, on `accelerate`, used by `memaudit train` (and later by unlearning).
+"""One optimization loop, on `accelerate`, shared by `memaudit train` and `memaudit unlearn`.
 
-AdamW, linear warm-up then cosine decay, gradient clipping, fp32 or bf16 autocast. A run
-works in `MODEL.partial/` (checkpoints and the CSV log) and becomes `MODEL/` only when it
-finishes, so an interrupted run never looks like a model; `--resume` continues it exactly:
-the data order is a pure function of (seed, step), and checkpoints hold model, optimizer,
-scheduler and RNG states."""
+`optimize()` runs AdamW with linear warm-up then cosine decay, gradient clipping, fp32 or bf16
+autocast, a progress bar, a CSV log and checkpoints. What a step computes (its loss) and what an
+eval point measures are callbacks, so training and every unlearning method differ only there.
+A run works in `OUT.partial/` (checkpoints and the CSV log) and becomes `OUT/` only when it
+finishes, so an interrupted run never looks like a model; `--resume` continues it exactly: the
+data order is a pure function of (seed, step), and checkpoints hold model, optimizer, scheduler
+and RNG states. An optional guard ends a run at an eval point and rolls the model back to the
+last state that passed it (unlearning's `max_degradation`)."""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit import __version__
 from memaudit.corpus.audit import AuditSet
@@ -35,11 +39,11 @@ LOG_FIELDS = ["step", "epoch", "lr", "train_loss", "tokens_per_s", "valid_loss",
 
 
 @dataclass
-class TrainConfig:
-    arch: str = "gpt2-5m"
+class LoopConfig:
+    """Optimization settings that training and unlearning share."""
+
     steps: int = 600
     batch_size: int = 16  # sequences per optimizer step, summed over processes
-    seq_len: int = 128
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 30
@@ -47,10 +51,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = False
     seed: int = 0
-    no_repeats: bool = False  # the oracle: never sees the planted documents
-    sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
     eval_every: int = 100
     checkpoint_every: int = 100
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    arch: str = "gpt2-5m"
+    seq_len: int = 128
+    no_repeats: bool = False  # the oracle: never sees the planted documents
+    sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
     eval_docs: int = 64
 
 
@@ -63,7 +73,59 @@ class TrainResult:
     is_main_process: bool = True  # in a multi-process run, the one that reports
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+@dataclass
+class StepOutput:
+    """What one step of a method computed: the loss to minimize, the tokens it consumed on this
+    process (for throughput), and extra scalars averaged into the next log row."""
+
+    loss: torch.Tensor
+    tokens: int
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+StepFn = Callable[[torch.nn.Module, int], StepOutput]  # (prepared model, step index) -> StepOutput
+EvalFn = Callable[[torch.nn.Module, int], dict]  # (unwrapped model, steps done) -> metrics for the log row
+Guard = Callable[[dict], str | None]  # a log row -> why the run must end now, or None
+
+
+@dataclass
+class LoopResult:
+    model: PreTrainedModel  # unwrapped, holding the kept state
+    steps: int  # optimizer steps behind the kept state
+    tokens_per_s: float
+    log_path: Path
+    final: dict = field(default_factory=dict)  # the last log row of the kept state ({} if it is the start)
+    stopped: str | None = None  # why the guard ended the run
+    stopped_at: int | None = None  # the step whose evaluation tripped the guard
+
+
+@dataclass
+class LossSet:
+    """A named set of sequences whose mean NLL an eval point reports."""
+
+    name: str
+    sequences: list[list[int]]
+    doc_ids: list[int] | None = None  # given: scored with each document's own sinks ("own" mode)
+
+
+def evaluate_losses(model: torch.nn.Module, sets: list[LossSet], pad_id: int, sinks=None) -> dict[str, float]:
+    """Mean NLL of each set (sinks off unless the set carries doc ids), so a log shows
+    memorization grow in training and shrink in unlearning."""
+    model.eval()
+    mode = sinks.mode if sinks is not None else None
+    out = {}
+    for s in sets:
+        if sinks is not None:
+            sinks.mode = "own" if s.doc_ids is not None else "off"
+        scored = score_sequences(model, s.sequences, pad_id=pad_id, sinks=sinks, doc_ids=s.doc_ids)
+        out[s.name] = mean_nll(scored) if s.sequences else float("nan")
+    if sinks is not None:
+        sinks.mode = mode
+    model.train()
+    return out
+
+
+def lr_at(step: int, cfg: LoopConfig) -> float:
     """Multiplier of the base learning rate: linear warm-up, cosine down to min_lr_ratio."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -71,41 +133,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-class _Evaluator:
-    """Valid loss and member loss at eval points, so the CSV log shows memorization grow."""
-
-    def __init__(self, data: AuditSet, tok, cfg: TrainConfig, max_len: int):
-        valid = data.valid[: cfg.eval_docs]
-        members = [r for r in data.audit if r["kind"] == "repeated"]
-        self.valid = encode_documents(tok, [r["text"] for r in valid], max_len)
-        self.members = encode_documents(tok, [r["text"] for r in members], max_len)
-        self.member_ids = [r["doc_id"] for r in members]
-        self.pad_id = tok.pad_token_id
-
-    def __call__(self, model, sinks) -> dict[str, float]:
-        model.eval()
-        score = lambda seqs, **kw: mean_nll(score_sequences(model, seqs, pad_id=self.pad_id, sinks=sinks, **kw))  # noqa: E731
-        if sinks is not None:
-            sinks.mode = "off"
-        out = {"valid_loss": score(self.valid), "member_loss": score(self.members) if self.members else float("nan")}
-        if sinks is not None:
-            sinks.mode = "own"
-            out["member_loss_own"] = score(self.members, doc_ids=self.member_ids) if self.members else float("nan")
-        model.train()
-        return out
+def make_accelerator(cfg: LoopConfig) -> Accelerator:
+    # cpu=True on machines without an accelerator: only then does a plain Accelerator() join
+    # the gloo process group that torchrun sets up (accelerate 1.15 otherwise runs alone).
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.accelerator.is_available())
+    if cfg.batch_size % accelerator.num_processes:
+        raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
+    set_seed(cfg.seed)
+    return accelerator
 
 
-def train(
-    data_dir: Path, out: Path, cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True
-) -> TrainResult:
-    data_dir, out = Path(data_dir), Path(out)
+def work_dir(out: Path, *, resume: bool, force: bool) -> Path:
+    """`OUT.partial/`, once it is clear that a run may start (or resume) there."""
     work = out.with_name(out.name + ".partial")
     if out.exists() and not force:
         raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
@@ -113,17 +159,173 @@ def train(
         raise MemauditError(f"{work} holds an interrupted run; pass --resume to continue it or --force to start over")
     if resume and not (work / "checkpoint" / "state.json").is_file():
         raise MemauditError(f"--resume: no checkpoint in {work}; run without --resume to start")
+    return work
+
+
+def optimize(
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    cfg: LoopConfig,
+    step_fn: StepFn,
+    evaluate: EvalFn,
+    *,
+    work: Path,
+    log_fields: list[str],
+    label: str = "train",
+    resume: bool = False,
+    progress: bool = True,
+    guard: Guard | None = None,
+) -> LoopResult:
+    """Run steps [start, cfg.steps) of `step_fn` under AdamW; evaluate every `eval_every` steps
+    and at the end (and before each checkpoint when a guard is set, so every checkpoint is a
+    state that passed it). Log rows: step, lr, train_loss, tokens_per_s, the step's extra logs
+    (averaged since the last row) and the evaluation's metrics."""
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    start = 0
+    if resume:
+        accelerator.load_state(str(work / "checkpoint"))
+        start = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
+    elif accelerator.is_main_process:  # file system changes happen once, on the main process
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    log_path = work / f"{label}_log.csv"
+    if accelerator.is_main_process:
+        kept_rows = []
+        if resume and log_path.is_file():
+            with open(log_path) as f:
+                kept_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with open(log_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, log_fields)
+            writer.writeheader()
+            writer.writerows(kept_rows)
+
+    sums: dict[str, float] = {}
+    n_summed = 0
+    timed_tokens, timed_seconds = 0.0, 0.0
+    last: dict = {}
+    # With a guard, the state to fall back on: (steps, CPU copy of the weights, its log row).
+    kept = (start, _weights(accelerator.unwrap_model(model)), {}) if guard else None
+    stopped, stopped_at = None, None
+    show = progress and accelerator.is_main_process
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(f"[bold]{label}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        disable=not show,
+    )
+    with bar:
+        task = bar.add_task(
+            work.name.removesuffix(".partial"), total=cfg.steps, completed=start, loss=float("nan"), tps=0.0
+        )
+        model.train()
+        try:
+            for step in range(start, cfg.steps):
+                t0 = time.perf_counter()
+                with accelerator.autocast():
+                    out = step_fn(model, step)
+                accelerator.backward(out.loss)
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                # One reduction per step: the loss, the tokens, and the step's extra logs.
+                values = [out.loss.detach().float(), torch.tensor(float(out.tokens), device=out.loss.device)]
+                values += [v.detach().float() for v in out.logs.values()]
+                reduced = accelerator.reduce(torch.stack(values), reduction="mean").tolist()
+                for key, value in zip(["train_loss", *out.logs], [reduced[0], *reduced[2:]]):
+                    sums[key] = sums.get(key, 0.0) + value
+                n_summed += 1
+                elapsed = time.perf_counter() - t0
+                if step > start:  # the first step pays for warm-up allocations
+                    timed_tokens += reduced[1] * accelerator.num_processes
+                    timed_seconds += elapsed
+                tps = timed_tokens / timed_seconds if timed_seconds else 0.0
+                bar.update(task, advance=1, loss=reduced[0], tps=tps)
+                done = step + 1
+                checkpoint_due = done % cfg.checkpoint_every == 0 and done < cfg.steps
+                if done % cfg.eval_every == 0 or done == cfg.steps or (guard and checkpoint_due):
+                    row = {
+                        "step": done,
+                        "lr": scheduler.get_last_lr()[0],
+                        **{key: value / n_summed for key, value in sums.items()},
+                        "tokens_per_s": round(tps, 1),
+                        **evaluate(accelerator.unwrap_model(model), done),
+                    }
+                    sums, n_summed = {}, 0
+                    if accelerator.is_main_process:
+                        with open(log_path, "a", newline="") as f:
+                            csv.DictWriter(f, log_fields).writerow(row)
+                    if guard:
+                        stopped = guard(row)
+                        if stopped:
+                            stopped_at = done
+                            break
+                        kept = (done, _weights(accelerator.unwrap_model(model)), row)
+                    last = row
+                if checkpoint_due:
+                    _checkpoint(accelerator, work, done)
+        except KeyboardInterrupt:
+            raise MemauditError(f"interrupted; {work} holds the last checkpoint, continue with --resume") from None
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    steps = cfg.steps
+    if stopped:
+        steps, weights, last = kept
+        unwrapped.load_state_dict(weights)
+    return LoopResult(
+        model=unwrapped,
+        steps=steps,
+        tokens_per_s=timed_tokens / timed_seconds if timed_seconds else 0.0,
+        log_path=log_path,
+        final=last,
+        stopped=stopped,
+        stopped_at=stopped_at,
+    )
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def write_model_dir(
+    accelerator: Accelerator,
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    out: Path,
+    work: Path,
+    meta: dict,
+    log_path: Path,
+    force: bool,
+) -> None:
+    """The finished run becomes `out` (atomically, with its log), and its work dir goes."""
+    if accelerator.is_main_process:
+        with atomic_dir(out, force=force) as tmp:
+            save_model(model, tok, tmp, meta)
+            shutil.copy(log_path, tmp / log_path.name)
+        shutil.rmtree(work)
+    accelerator.wait_for_everyone()
+
+
+def train(
+    data_dir: Path, out: Path, cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True
+) -> TrainResult:
+    data_dir, out = Path(data_dir), Path(out)
+    work = work_dir(out, resume=resume, force=force)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.seq_len < 2:
         raise MemauditError(
             f"steps, batch size and sequence length must be positive, got {cfg.steps}, {cfg.batch_size}, {cfg.seq_len}"
         )
-
-    # cpu=True on machines without an accelerator: only then does a plain Accelerator() join
-    # the gloo process group that torchrun sets up (accelerate 1.15 otherwise runs alone).
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.accelerator.is_available())
-    if cfg.batch_size % accelerator.num_processes:
-        raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
-    set_seed(cfg.seed)
+    accelerator = make_accelerator(cfg)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
     rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
@@ -146,121 +348,56 @@ def train(
         seq_len=cfg.seq_len,
         seed=cfg.seed,
     )
-    evaluate = _Evaluator(data, tok, cfg, max_len)
-    optimizer = _optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-
-    start = 0
-    if resume:
-        accelerator.load_state(str(work / "checkpoint"))
-        start = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
-    elif accelerator.is_main_process:  # file system changes happen once, on the main process
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    log_path = work / "train_log.csv"
-    if accelerator.is_main_process:
-        kept = []
-        if resume and log_path.is_file():
-            with open(log_path) as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        with open(log_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(kept)
-
+    members = [r for r in data.audit if r["kind"] == "repeated"]
+    member_tokens = encode_documents(tok, [r["text"] for r in members], max_len)
+    loss_sets = [
+        LossSet("valid_loss", encode_documents(tok, [r["text"] for r in data.valid[: cfg.eval_docs]], max_len)),
+        LossSet("member_loss", member_tokens),
+    ]
+    if sinks is not None:
+        loss_sets.append(LossSet("member_loss_own", member_tokens, [r["doc_id"] for r in members]))
     local = cfg.batch_size // accelerator.num_processes
-    device = accelerator.device
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    losses: list[float] = []
-    timed_steps, timed_seconds = 0, 0.0
-    last: dict = {}
-    show = progress and accelerator.is_main_process
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(
-        TextColumn("[bold]train[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
-        TimeRemainingColumn(),
-        disable=not show,
-    )
-    with bar:
-        task = bar.add_task(out.name, total=cfg.steps, completed=start, loss=float("nan"), tps=0.0)
-        model.train()
-        try:
-            for step in range(start, cfg.steps):
-                t0 = time.perf_counter()
-                tokens, ids = stream.batch(step * cfg.batch_size + accelerator.process_index * local, local)
-                tokens = torch.from_numpy(tokens).to(device)
-                if sinks is not None:
-                    sinks.set_doc_ids(torch.from_numpy(ids).to(device))
-                with accelerator.autocast():
-                    loss = model(input_ids=tokens, labels=tokens).loss
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
-                elapsed = time.perf_counter() - t0
-                if step > start:  # the first step pays for warm-up allocations
-                    timed_steps, timed_seconds = timed_steps + 1, timed_seconds + elapsed
-                tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
-                bar.update(task, advance=1, loss=losses[-1], tps=tps)
-                done = step + 1
-                if done % cfg.eval_every == 0 or done == cfg.steps:
-                    last = {
-                        "step": done,
-                        "epoch": round(done * cfg.batch_size / stream.blocks_per_epoch, 3),
-                        "lr": scheduler.get_last_lr()[0],
-                        "train_loss": float(np.mean(losses)),
-                        "tokens_per_s": round(tps, 1),
-                        **evaluate(accelerator.unwrap_model(model), sinks),
-                    }
-                    losses = []
-                    if sinks is not None:
-                        sinks.mode = "own"
-                    if accelerator.is_main_process:
-                        with open(log_path, "a", newline="") as f:
-                            csv.DictWriter(f, LOG_FIELDS).writerow(last)
-                if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                    _checkpoint(accelerator, work, done)
-        except KeyboardInterrupt:
-            raise MemauditError(f"interrupted; {work} holds the last checkpoint, continue with --resume") from None
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+    def step(model: torch.nn.Module, index: int) -> StepOutput:
+        tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
+        tokens = torch.from_numpy(tokens).to(accelerator.device)
         if sinks is not None:
-            sinks.mode = "off"
-        meta = {
-            "memaudit_version": __version__,
-            "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
-            "arch": cfg.arch,
-            "parameters": n_params(unwrapped),
-            "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
-            "train": asdict(cfg),
-            "sinks": cfg.sinks,
-            "seed": cfg.seed,
-            "steps": cfg.steps,
-            "tokens_seen": cfg.steps * tokens_per_step,
-            "epochs": round(cfg.steps * cfg.batch_size / stream.blocks_per_epoch, 3),
-            "processes": accelerator.num_processes,
-            "tokens_per_s": round(timed_steps and tokens_per_step * timed_steps / timed_seconds, 1),
-            "final": last,
-        }
-        with atomic_dir(out, force=force) as tmp:
-            save_model(unwrapped, tok, tmp, meta)
-            shutil.copy(log_path, tmp / "train_log.csv")
-        shutil.rmtree(work)
-    accelerator.wait_for_everyone()
-    tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
+            sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
+        return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
+
+    def evaluate(model: torch.nn.Module, done: int) -> dict:
+        epoch = round(done * cfg.batch_size / stream.blocks_per_epoch, 3)
+        return {"epoch": epoch, **evaluate_losses(model, loss_sets, tok.pad_token_id, sinks)}
+
+    result = optimize(
+        accelerator, model, cfg, step, evaluate, work=work, log_fields=LOG_FIELDS, resume=resume, progress=progress
+    )
+    if sinks is not None:
+        sinks.mode = "off"
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    meta = {
+        "memaudit_version": __version__,
+        "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
+        "arch": cfg.arch,
+        "parameters": n_params(result.model),
+        "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
+        "train": asdict(cfg),
+        "sinks": cfg.sinks,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "tokens_seen": cfg.steps * tokens_per_step,
+        "epochs": round(cfg.steps * cfg.batch_size / stream.blocks_per_epoch, 3),
+        "processes": accelerator.num_processes,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "final": result.final,
+    }
+    write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)
     return TrainResult(
-        path=out, steps=cfg.steps, tokens_per_s=tps, final=last, is_main_process=accelerator.is_main_process
+        path=out,
+        steps=cfg.steps,
+        tokens_per_s=result.tokens_per_s,
+        final=result.final,
+        is_main_process=accelerator.is_main_process,
     )
 
 

@@ -1,0 +1,218 @@
+"""`unlearn()`: post-hoc removal of memorized documents from a standard model by gradient
+ascent, GradDiff, NPO or SimNPO, on the same optimization loop as training. The forget and
+retain batches are a pure function of (seed, step), so a run resumes exactly like training;
+`max_degradation` rolls back to the last evaluated state whose valid loss stayed within the
+limit, so a run cannot silently destroy the model."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from memaudit.corpus.tokenizer import encode_documents
+from memaudit.errors import MemauditError
+from memaudit.training.loop import (
+    LoopConfig,
+    StepOutput,
+    evaluate_losses,
+    make_accelerator,
+    optimize,
+    work_dir,
+    write_model_dir,
+)
+from memaudit.unlearning.inputs import base_meta, check_out, context_len, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.losses import DEFAULT_BETA, METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
+
+LOG_FIELDS = [
+    "step",
+    "lr",
+    "train_loss",
+    "forget_nll",
+    "retain_nll",
+    "tokens_per_s",
+    "valid_loss",
+    "forget_loss",
+    "heldout_loss",
+]
+
+
+@dataclass
+class UnlearnConfig(LoopConfig):
+    """Defaults tuned on the demo models (gpt2-5m, 500 steps; see the package notes)."""
+
+    method: str = "npo"
+    steps: int = 100
+    batch_size: int = 8  # forget documents per step, and as many retain documents (none for ga)
+    lr: float = 2e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    eval_every: int = 10
+    checkpoint_every: int = 50
+    beta: float | None = None  # npo/simnpo inverse temperature; None: the method's default (DEFAULT_BETA)
+    gamma: float = 0.0  # simnpo reward margin
+    retain_weight: float = 1.0  # weight of the retain NLL (graddiff, npo, simnpo)
+    forget_file: str | None = None  # texts to forget instead of the data dir's members and canaries
+    max_degradation: float | None = 0.5  # nats of valid loss the run may add; None: no limit
+    eval_docs: int = 64  # documents of each eval set (valid, forget, held-out)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise MemauditError(f"unknown unlearning method {self.method!r}; use one of {', '.join(METHODS)}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_docs"):
+            if getattr(self, name) < 1:
+                raise MemauditError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or (self.beta is not None and not self.beta > 0):
+            raise MemauditError(f"lr and beta must be positive, got {self.lr}, {self.beta}")
+        if self.max_degradation is not None and not self.max_degradation >= 0:
+            raise MemauditError(f"max_degradation must be >= 0 nats (or None), got {self.max_degradation}")
+
+    @property
+    def effective_beta(self) -> float | None:
+        return self.beta if self.beta is not None else DEFAULT_BETA.get(self.method)
+
+
+@dataclass
+class UnlearnResult:
+    path: Path
+    method: str
+    steps: int  # optimizer steps behind the written model
+    stopped_early: str | None  # why max_degradation ended the run, if it did
+    start: dict  # valid / forget / held-out loss of the input model
+    end: dict  # the same for the written model
+    is_main_process: bool = True
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, seed: int, stream: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream, epoch]).permutation(n)
+
+
+def _cycle(n: int, first: int, size: int, seed: int, stream: int) -> list[int]:
+    """Items first..first+size-1 of an endless run of shuffled passes over range(n)."""
+    return [int(_order(n, seed, stream, g // n)[g % n]) for g in range(first, first + size)]
+
+
+def unlearn(
+    model_dir: Path,
+    data_dir: Path,
+    out: Path,
+    config: UnlearnConfig | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> UnlearnResult:
+    """Unlearn the forget set from the model in `model_dir`; writes a plain HF model dir to `out`
+    with memaudit.json (kind "unlearned") and unlearn_log.csv. The input model is never modified."""
+    cfg = config or UnlearnConfig()
+    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
+    check_out(model_dir, out, force)
+    work = work_dir(out, resume=resume, force=force)
+    sets = load_sets(data_dir, cfg.forget_file)
+    uses_retain = cfg.method != "ga"
+    if uses_retain and not sets.retain:
+        raise MemauditError(f"{data_dir}: no natural training documents to retain; {cfg.method} needs them")
+    accelerator = make_accelerator(cfg)
+    loaded = load_base(model_dir)
+    meta = base_meta("unlearned", model_dir, loaded, sets)
+    model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
+    forget = encode_documents(loaded.tokenizer, sets.forget, context_len(loaded))
+    retain = encode_documents(loaded.tokenizer, sets.retain, context_len(loaded))
+    evals = loss_sets(loaded, sets, cfg.eval_docs)
+    start = evaluate_losses(model, evals, pad_id)
+    beta = cfg.effective_beta
+    local = cfg.batch_size // accelerator.num_processes
+    ref_logp = _reference_logp(model, forget, pad_id, accelerator) if cfg.method == "npo" else None
+
+    def step(model: torch.nn.Module, index: int) -> StepOutput:
+        first = index * cfg.batch_size + accelerator.process_index * local
+        chosen = _cycle(len(forget), first, local, cfg.seed, 0)
+        seqs = [forget[i] for i in chosen]
+        if uses_retain:
+            seqs += [retain[i] for i in _cycle(len(retain), first, local, cfg.seed, 1)]
+        ids, mask, labels = pad_batch(seqs, pad_id, accelerator.device)
+        logp, lengths = sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)
+        f_logp, f_len = logp[:local], lengths[:local]
+        if cfg.method in ("ga", "graddiff"):
+            loss = ga_loss(f_logp, f_len)
+        elif cfg.method == "npo":
+            loss = npo_loss(f_logp, ref_logp[chosen].to(f_logp.device), beta)
+        else:
+            loss = simnpo_loss(f_logp, f_len, beta, cfg.gamma)
+        logs = {"forget_nll": -f_logp.sum() / f_len.sum()}
+        if uses_retain:
+            logs["retain_nll"] = -logp[local:].sum() / lengths[local:].sum()
+            loss = loss + cfg.retain_weight * logs["retain_nll"]
+        return StepOutput(loss, int(mask.sum()), logs)
+
+    guard = None
+    if cfg.max_degradation is not None:
+        limit = start["valid_loss"] + cfg.max_degradation
+
+        def guard(row: dict) -> str | None:
+            if row["valid_loss"] <= limit:  # False for NaN too
+                return None
+            return (
+                f"valid loss {row['valid_loss']:.3f} at step {row['step']} is more than max_degradation "
+                f"{cfg.max_degradation} above the starting {start['valid_loss']:.3f}"
+            )
+
+    result = optimize(
+        accelerator,
+        model,
+        cfg,
+        step,
+        lambda m, _: evaluate_losses(m, evals, pad_id),
+        work=work,
+        log_fields=LOG_FIELDS,
+        label="unlearn",
+        resume=resume,
+        progress=progress,
+        guard=guard,
+    )
+    end = {k: result.final[k] for k in start} if result.final else start
+    meta |= {
+        "method": cfg.method,
+        "unlearn": {**asdict(cfg), "beta": beta},
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "steps_done": result.steps,
+        "stopped_early": result.stopped is not None,
+        "stop_reason": result.stopped,
+        "stopped_at_step": result.stopped_at,
+        "start": start,
+        "end": end,
+        "processes": accelerator.num_processes,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+    }
+    write_model_dir(accelerator, result.model, loaded.tokenizer, out, work, meta, result.log_path, force)
+    return UnlearnResult(
+        path=out,
+        method=cfg.method,
+        steps=result.steps,
+        stopped_early=result.stopped,
+        start=start,
+        end=end,
+        is_main_process=accelerator.is_main_process,
+    )
+
+
+@torch.no_grad()
+def _reference_logp(
+    model: torch.nn.Module, forget: list[list[int]], pad_id: int, accelerator: Accelerator
+) -> torch.Tensor:
+    """log pi_ref(y|x) of every forget document under the starting model, computed once (the
+    reference is frozen), with the same autocast as the steps so that pi_theta/pi_ref starts at 1."""
+    model.eval()
+    out = []
+    for i in range(0, len(forget), 16):
+        ids, mask, labels = pad_batch(forget[i : i + 16], pad_id, next(model.parameters()).device)
+        with accelerator.autocast():
+            out.append(sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)[0])
+    model.train()
+    return torch.cat(out).cpu()

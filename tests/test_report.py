@@ -1,0 +1,322 @@
+"""The comparative report: reference-relative metrics on known numbers, the Pareto front, labels,
+comparability warnings, redaction (no audit text survives anywhere), escaping, self-contained
+HTML, and one end-to-end report over real scans of the tiny models."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from markupsafe import escape
+
+from memaudit.errors import MemauditError
+from memaudit.probes.scan import ScanConfig, scan
+from memaudit.report.compare import compare_runs, pareto_front
+from memaudit.report.console import print_report
+from memaudit.report.gate import evaluate_gates, write_junit
+from memaudit.report.render import markdown, write_report, write_run
+
+OUTPUTS = ["report.html", "results.json", "sequences.csv", "summary.csv", "summary.md"]
+PAYLOAD = '<script>document.title="PWNED";window.pwned=1</script><img src=x onerror="window.pwned=2">'
+SECRET = "846 471 991"
+DOC_ID = 7023589155075136280  # doc ids are content hashes of the texts: redacted too
+
+
+def _entry(v: float, by: dict[str, float] | None = None, hib: bool | None = False, group: str = "memorization") -> dict:
+    out = {"value": v, "n": 8, "ci95": [v - 0.1, v + 0.1], "higher_is_better": hib, "group": group}
+    if by:
+        out["by_repeats"] = {lv: {"value": x, "n": 4, "ci95": [x - 0.1, x + 0.1]} for lv, x in by.items()}
+    return out
+
+
+def fake_results(
+    kind: str = "standard",
+    *,
+    member: float = 1.0,
+    nonmember: float = 3.0,
+    valid: float = 4.0,
+    exact: float = 0.5,
+    sink_mode: str | None = None,
+    path: str | None = None,
+    audit: str = "audit-a",
+    leak: bool = True,
+) -> dict:
+    """A results document shaped like `scan`'s, with chosen headline numbers and a few sequence
+    rows whose texts (HTML, a canary secret) the redaction and escaping tests look for."""
+    seqs = []
+    for i in range(8):
+        is_member = i < 4
+        loss = (member if is_member else nonmember) + 0.05 * i
+        seqs.append(
+            {
+                "doc_id": DOC_ID + i,
+                "kind": "repeated" if is_member else "heldout",
+                "repeats": (8 if i % 2 else 64) if is_member else 0,
+                "member": is_member,
+                "n_tokens": 80,
+                "loss": loss,
+                "exact": bool(is_member and leak and i == 0),
+                "token_match": 0.5,
+                "prefix": PAYLOAD if i == 0 else f"Prefix number {i} of a sentence,",
+                "suffix": f"the true suffix {i} follows here.",
+                "emitted": f"the true suffix {i} follows here." if leak and i == 0 else f"{PAYLOAD} emitted {i}",
+                "mia_loss": -loss,
+                "mia_mink": -loss * 1.5 + (0.2 if i % 3 else 0),
+            }
+        )
+    seqs.append(
+        {
+            "doc_id": DOC_ID + 99,
+            "kind": "canary",
+            "repeats": 8,
+            "member": True,
+            "n_tokens": 30,
+            "loss": 0.5,
+            "secret": SECRET,
+        }
+    )
+    return {
+        "schema_version": 1,
+        "memaudit_version": "0.1.0",
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {
+            "path": path or f"/models/{kind}",
+            "sha256": "ab" * 32,
+            "kind": kind,
+            "arch": "gpt2-1m",
+            "parameters": 1000,
+            "sink_mode": sink_mode,
+        },
+        "data": {"dir": "/data", "manifest_sha256": "m" * 64, "audit_sha256": audit},
+        "suite": {"name": "default", "prefix_len": 32, "suffix_len": 32},
+        "counts": {"members": 4, "nonmembers": 4, "canaries": 1},
+        "metrics": {
+            "memorization.member_loss": _entry(member, {"0": nonmember, "8": member + 0.5, "64": member - 0.5}, True),
+            "memorization.nonmember_loss": _entry(nonmember, hib=None),
+            "memorization.loss_gap": _entry(nonmember - member, {"8": nonmember - member - 0.5}),
+            "extraction.exact_rate": _entry(exact, {"0": 0.0, "8": exact / 2, "64": exact}, group="extraction"),
+            "extraction.exact_rate@P8": _entry(exact, group="extraction"),
+            "privacy.mia.loss.auc": {**_entry(0.9, group="privacy"), "higher_is_better": None, "ideal": 0.5},
+            "capability.valid_loss": _entry(valid, group="capability"),
+        },
+        "sequences": seqs,
+    }
+
+
+def write_fake_run(root: Path, name: str, **kwargs) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps(fake_results(**kwargs)))
+    return run
+
+
+@pytest.fixture
+def three_runs(tmp_path) -> list[Path]:
+    return [
+        write_fake_run(tmp_path, "std", kind="standard", member=1.0, nonmember=3.0, valid=4.0, exact=0.5),
+        write_fake_run(tmp_path, "sink-off", kind="memsink", sink_mode="off", member=2.5, valid=4.2, exact=0.0),
+        write_fake_run(
+            tmp_path, "oracle", kind="no-repeats", member=3.1, nonmember=3.1, valid=4.5, exact=0.0, leak=False
+        ),
+    ]
+
+
+def test_comparative_report_files(three_runs, tmp_path):
+    doc = compare_runs(three_runs)
+    out = write_report(doc, tmp_path / "report")
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["schema_version"] == 1 and saved["document"] == "memaudit.report"
+    assert [r["label"] for r in saved["runs"]] == ["standard", "memsink (sinks off)", "no-repeats"]
+    assert saved["reference"] == "standard"
+    summary = pd.read_csv(out / "summary.csv")
+    for col in ("model", "metric", "repeats", "value", "n", "ci95_low", "ci95_high", "higher_is_better"):
+        assert col in summary.columns
+    assert {"reference_value", "delta_vs_reference", "comparable"} <= set(summary.columns)
+    row = summary[(summary.model == "memsink (sinks off)") & (summary.metric == "capability.valid_loss")]
+    assert row.delta_vs_reference.item() == pytest.approx(0.2)
+    sequences = pd.read_csv(out / "sequences.csv")
+    assert len(sequences) == 3 * 9 and sequences.columns[0] == "model"
+    page = (out / "report.html").read_text()
+    for section in ("Models", "Metrics", "Memorization vs capability", "By repeat level", "Membership inference"):
+        assert f"<h2>{section}</h2>" in page
+    assert page.count("<svg") >= 3 and 'id="sequences"' in page
+    assert "| memorization.gap_closed | →1 |" in (out / "summary.md").read_text()
+
+
+def test_reference_relative_metrics_on_known_numbers(three_runs):
+    doc = compare_runs(three_runs)
+    sink = doc["runs"][1]["metrics"]
+    # gap_closed = (2.5 - 1.0) / (3.0 - 1.0); forgetting = 2.5 - 1.0; degradation = 4.2 - 4.0
+    assert sink["memorization.gap_closed"]["value"] == pytest.approx(0.75)
+    assert sink["memorization.forgetting"]["value"] == pytest.approx(1.5)
+    assert sink["capability.degradation"]["value"] == pytest.approx(0.2)
+    assert sink["memorization.gap_closed"]["reference"] == "standard"
+    # level by level, against the reference's level: at x64 member loss 2.0 vs 0.5: (2.0 - 0.5) / (3.0 - 0.5)
+    assert sink["memorization.gap_closed"]["by_repeats"]["64"]["value"] == pytest.approx(1.5 / 2.5)
+    lo, hi = sink["memorization.forgetting"]["ci95"]
+    assert lo == pytest.approx(1.4) and hi == pytest.approx(1.6)
+    ref = doc["runs"][0]["metrics"]
+    assert ref["memorization.gap_closed"]["value"] == 0 and ref["capability.degradation"]["value"] == 0
+    oracle = doc["runs"][2]["metrics"]
+    assert oracle["memorization.gap_closed"]["value"] == pytest.approx((3.1 - 1.0) / 2.0)
+
+
+def test_explicit_reference_and_no_reference(three_runs, tmp_path):
+    doc = compare_runs(three_runs[1:], reference=three_runs[2])
+    assert doc["reference"] == "no-repeats" and len(doc["runs"]) == 2
+    assert doc["runs"][0]["metrics"]["memorization.forgetting"]["value"] == pytest.approx(2.5 - 3.1)
+    added = compare_runs(three_runs[1:], reference=three_runs[0])  # not among the runs: added first
+    assert [r["label"] for r in added["runs"]][0] == "standard" and added["reference"] == "standard"
+    second = write_fake_run(tmp_path, "std2", kind="standard", path="/models/other")
+    doc = compare_runs([three_runs[0], second])
+    assert doc["reference"] is None and any("no reference" in w for w in doc["warnings"])
+    assert "memorization.gap_closed" not in doc["runs"][0]["metrics"]
+
+
+def test_labels_are_unique_and_readable(tmp_path):
+    a = write_fake_run(tmp_path, "a", kind="standard", path="/m/alpha")
+    b = write_fake_run(tmp_path, "b", kind="standard", path="/m/beta")
+    own = write_fake_run(tmp_path, "own", kind="memsink", sink_mode="own")
+    ext = write_fake_run(tmp_path, "ext", kind="external", path="EleutherAI/pythia-70m")
+    doc = compare_runs([a, b, own, ext, a])
+    assert [r["label"] for r in doc["runs"]] == [
+        "standard alpha [a] #1",
+        "standard beta",
+        "memsink (sinks own)",
+        "pythia-70m",
+        "standard alpha [a] #2",
+    ]
+
+
+def test_pareto_front_on_a_hand_made_example():
+    # x: lower is better (valid loss); y: higher is better (member loss: less memorized)
+    points = {"a": (1.0, 1.0), "b": (2.0, 2.0), "c": (1.5, 0.5), "d": (1.0, 1.0), "e": (3.0, 2.0), "f": (0.5, 0.2)}
+    assert pareto_front(points, (False, True)) == ["a", "b", "d", "f"]  # c loses to a, e to b; a and d tie
+    # both lower-is-better (exact rate on y): f is best on both; without it, c trades y for x
+    assert pareto_front(points, (False, False)) == ["f"]
+    assert pareto_front({k: p for k, p in points.items() if k != "f"}, (False, False)) == ["a", "c", "d"]
+    assert pareto_front({"only": (1.0, 1.0)}, (False, True)) == ["only"]
+
+
+def test_pareto_front_in_the_document(three_runs):
+    doc = compare_runs(three_runs)
+    fronts = doc["pareto"]["fronts"]
+    # valid: 4.0, 4.2, 4.5 (lower better); member loss 1.0, 2.5, 3.1 (higher better): all trade off
+    assert fronts["memorization.member_loss"] == ["standard", "memsink (sinks off)", "no-repeats"]
+    # exact rate 0.5, 0.0, 0.0: the oracle is dominated by the MemSink model
+    assert fronts["extraction.exact_rate"] == ["standard", "memsink (sinks off)"]
+    page = write_report(doc, three_runs[0].parent / "r") / "report.html"
+    assert "Front for <code>extraction.exact_rate</code>: <b>standard, memsink (sinks off)</b>" in page.read_text()
+
+
+def _forms(text: str) -> set[str]:
+    """How a text could appear in an output: raw, HTML-escaped (two ways), JSON-escaped, CSV-quoted."""
+    return {
+        text,
+        str(escape(text)),
+        html.escape(text),
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        text.replace('"', '""'),
+    }
+
+
+def test_redaction_leaves_no_audit_text_anywhere(three_runs, tmp_path):
+    doc = compare_runs(three_runs, redact=True)
+    out = write_report(doc, tmp_path / "redacted")
+    texts = {SECRET, PAYLOAD, str(DOC_ID), str(DOC_ID + 99)}
+    for run_dir in three_runs:
+        for row in json.loads((run_dir / "results.json").read_text())["sequences"]:
+            texts |= {v for k, v in row.items() if isinstance(v, str) and k != "kind"}
+    for path in out.iterdir():
+        content = path.read_text()
+        for text in texts:
+            for form in _forms(text):
+                assert form not in content, (path.name, text)
+    rows = doc["runs"][0]["sequences"]
+    assert all(re.fullmatch(r"#[0-9a-f]{10}", r["prefix"]) for r in rows if "prefix" in r)
+    assert rows[0]["emitted"] == rows[0]["suffix"]  # an exact reproduction stays visible as equal hashes
+    assert re.fullmatch(r"#[0-9a-f]{10}", rows[-1]["secret"]) and isinstance(rows[-1]["doc_id"], str)
+    assert doc["runs"][0]["sequences"][1]["doc_id"] == doc["runs"][1]["sequences"][1]["doc_id"]  # still joins
+    assert "redacted" in (out / "report.html").read_text() and doc["redacted"] is True
+
+
+def test_mismatched_audit_sets_warn_and_are_marked(three_runs, tmp_path, capsys):
+    other = write_fake_run(tmp_path, "other", kind="unlearned", audit="audit-b", member=2.0, valid=4.1)
+    doc = compare_runs([*three_runs, other])
+    (warning,) = doc["warnings"]
+    assert "unlearned" in warning and "audit set" in warning and "memorization.*" in warning
+    excluded = doc["comparability"]["not_comparable"]["unlearned"]
+    assert "extraction.exact_rate" in excluded and "memorization.gap_closed" in excluded
+    assert "capability.valid_loss" not in excluded  # same data manifest: capability still compares
+    assert "unlearned" not in doc["pareto"]["fronts"]["memorization.member_loss"]
+    md = markdown(doc)
+    assert "2.000 (1.900 – 2.100) †" in md and "not comparable" in md
+    assert "not comparable" in write_report(doc, tmp_path / "r").joinpath("report.html").read_text()
+    print_report(doc)
+    assert "warning:" in capsys.readouterr().err
+
+
+def test_html_escapes_text_and_is_self_contained(three_runs, tmp_path):
+    page = write_report(compare_runs(three_runs), tmp_path / "r").joinpath("report.html").read_text()
+    assert PAYLOAD not in page and str(escape(PAYLOAD)) in page
+    assert len(re.findall(r"<script\b", page)) == 1  # the sorter, nothing else
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page)
+    assert "<link" not in page and "@import" not in page and not re.search(r"url\((?!#)", page)
+    csp = re.search(r'Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert "default-src 'none'" in csp and "script-src &#39;sha256-" in csp
+
+
+def test_single_scan_views_use_the_same_renderer(tmp_path):
+    results = fake_results()
+    out = write_run(results, tmp_path / "run")
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    assert json.loads((out / "results.json").read_text()) == results  # the scan's own document, unchanged
+    assert "| extraction.exact_rate | ↓ |" in (out / "summary.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "memaudit scan: /models/standard (standard)" in page and "Memorization vs capability" not in page
+
+
+def test_run_dir_without_results_is_bad_input(three_runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MemauditError, match="no results.json"):
+        compare_runs([three_runs[0], tmp_path / "empty"])
+    with pytest.raises(MemauditError, match="at least one run"):
+        compare_runs([])
+    report_dir = write_report(compare_runs(three_runs), tmp_path / "rep")
+    with pytest.raises(MemauditError, match="comparative report"):
+        compare_runs([report_dir])
+
+
+def test_junit_of_a_comparative_report(three_runs, tmp_path):
+    doc = compare_runs(three_runs)
+    verdicts = evaluate_gates(doc, ["extraction.exact_rate>0", "memorization.gap_closed<0.8"])
+    write_junit(verdicts, tmp_path / "gates.xml")
+    root = ET.parse(tmp_path / "gates.xml").getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 3 + 2  # exact_rate x 3 models; gap_closed x 2 (not the reference itself)
+    failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
+    assert failed == {("standard", "extraction.exact_rate>0"), ("memsink (sinks off)", "memorization.gap_closed<0.8")}
+    assert root.get("failures") == "2"
+
+
+def test_report_over_real_scans(tiny_models, tiny_data, tmp_path):
+    cfg = ScanConfig(bootstrap=50, exposure_candidates=50)
+    runs = [
+        write_run(scan(path, data_dir=tiny_data, config=cfg), tmp_path / name) for name, path in tiny_models.items()
+    ]
+    doc = compare_runs(runs)
+    std, oracle = (r["metrics"] for r in doc["runs"])
+    assert doc["reference"] == "standard" and not doc["warnings"]
+    assert oracle["memorization.gap_closed"]["value"] > 0.5 and oracle["memorization.forgetting"]["value"] > 0
+    assert math.isfinite(oracle["capability.degradation"]["value"])
+    out = write_report(doc, tmp_path / "report")
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") == 3 and "loss (AUC" in page
+    assert len(pd.read_csv(out / "sequences.csv")) == sum(len(r["sequences"]) for r in doc["runs"])
