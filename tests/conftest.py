@@ -3,6 +3,9 @@ on 2 cores), so behavioural tests check real memorization, not mocks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,3 +59,15 @@ def tiny_memsink(tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "memsink"
     return train(tiny_data, out, replace(TINY_TRAIN, sinks=SinkConfig().to_dict()), progress=False).path
+
+
+def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
+    """Run the real `memaudit` command in a subprocess; processes=2 goes through `accelerate
+    launch --multi_gpu`, which on a CPU-only machine starts two gloo processes (without
+    --multi_gpu, accelerate 1.15 starts one)."""
+    cmd = [sys.executable, "-m", "memaudit", *args]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -2,9 +2,6 @@
 HF dirs, and scans split across processes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -13,6 +10,7 @@ from memaudit.corpus.audit_file import load_audit_rows
 from memaudit.errors import MemauditError
 from memaudit.probes.metrics import ScanConfig
 from memaudit.probes.scan import scan
+from tests.conftest import memaudit_cli
 
 CFG = ScanConfig(bootstrap=100)
 
@@ -80,27 +78,11 @@ def test_emitted_continuation_is_the_true_suffix_when_extracted(tiny_models, tin
 
 
 def test_two_process_scan_gathers_the_same_results(tiny_models, tiny_data, tmp_path):
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-    ]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", "scan", "model"]
-    args = [str(tiny_models["standard"]), "--data", str(tiny_data)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [*launch, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300
-    )
+    args = ["scan", "model", str(tiny_models["standard"]), "--data", str(tiny_data), "--suite", "ci"]
+    two = memaudit_cli(*args, "--out", str(tmp_path / "two"), processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run(
-        [sys.executable, "-m", "memaudit", "scan", "model", *args, "--out", str(tmp_path / "one")], env=env, timeout=300
-    )
-    assert one.returncode == 0
+    one = memaudit_cli(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "results.json").read_text())
     b = json.loads((tmp_path / "two" / "results.json").read_text())
     assert [r["doc_id"] for r in a["sequences"]] == [r["doc_id"] for r in b["sequences"]]

@@ -4,20 +4,22 @@ RoPE), and check `load_model` on that file gives back the same model and tokeniz
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-gguf = pytest.importorskip("gguf")
+from memaudit.corpus.tokenizer import EOS, train_tokenizer
+from memaudit.fileio import sha256_file
+from memaudit.models.io import load_model
+from memaudit.probes.metrics import ScanConfig
+from memaudit.probes.scan import scan
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-from memaudit.corpus.tokenizer import EOS, train_tokenizer  # noqa: E402
-from memaudit.models.io import load_model  # noqa: E402
-from memaudit.probes.metrics import ScanConfig  # noqa: E402
-from memaudit.probes.scan import scan  # noqa: E402
+gguf = pytest.importorskip("gguf")  # memaudit reads GGUF through transformers, which needs it
 
 WORDS = {
     "subject": ["the cat", "a farmer", "my sister", "the old dog", "our teacher", "a small bird", "the river"],
@@ -31,7 +33,9 @@ RMS_EPS = 1e-5
 
 def sentences(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS[k]) for k in ("subject", "verb", "object", "tail")).capitalize() for _ in range(n)]
+    return [
+        " ".join(rng.choice(WORDS[k]) for k in ("subject", "verb", "object", "tail")).capitalize() for _ in range(n)
+    ]
 
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -62,8 +66,7 @@ def write_gguf(model: LlamaForCausalLM, tok, path) -> None:
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     assert len(tokens) == cfg.vocab_size and sorted(vocab.values()) == list(range(len(tokens)))
     special = set(tok.all_special_tokens)
-    merges = tok.backend_tokenizer.to_str()
-    merges = __import__("json").loads(merges)["model"]["merges"]
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
@@ -185,3 +188,6 @@ def test_scan_gguf(tiny_gguf):
     assert results["counts"]["members"] == 2 and results["counts"]["nonmembers"] == 2
     assert [s["doc_id"] for s in results["sequences"]] == [1, 2, 3, 4]
     assert all("exact" in s for s in results["sequences"])
+    # The file itself is the model: its path and hash are recorded, not its folder's.
+    assert results["model"]["path"].endswith(".gguf") and results["model"]["kind"] == "external"
+    assert results["model"]["sha256"] == sha256_file(Path(results["model"]["path"]))

@@ -1,8 +1,5 @@
 import csv
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -12,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memaudit.errors import MemauditError
 from memaudit.training.loop import lr_at, train
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, memaudit_cli
 
 SHORT = replace(TINY_TRAIN, steps=20, eval_every=10, checkpoint_every=10)
 
@@ -69,27 +66,24 @@ def test_two_process_training_with_accelerate_launch(tiny_data, tmp_path):
     """On CPU, `accelerate launch --num_processes 2` alone starts ONE process (accelerate 1.15);
     with --multi_gpu it starts two, which join a gloo group. The global batch is split between
     them, so the run matches a one-process run of the same settings."""
-    args = ["--data", str(tiny_data), "--arch", "gpt2-1m", "--steps", "6", "--batch-size", "8", "--eval-every", "3"]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
+    args = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--arch",
+        "gpt2-1m",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "3",
     ]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", "train"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*launch, *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = memaudit_cli(*args, "--out", str(tmp_path / "ddp"), processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote") == 1  # only the main process reports
     two = json.loads((tmp_path / "ddp" / "memaudit.json").read_text())
-    single = [sys.executable, "-m", "memaudit", "train", *args, "--out", str(tmp_path / "one")]
-    assert subprocess.run(single, capture_output=True, env=env, timeout=300).returncode == 0
+    assert memaudit_cli(*args, "--out", str(tmp_path / "one")).returncode == 0
     one = json.loads((tmp_path / "one" / "memaudit.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["final"]["valid_loss"] == pytest.approx(one["final"]["valid_loss"], abs=1e-3)

@@ -65,9 +65,9 @@ def load_model(
     records them. Placement: one device per process in a multi-process launch, `device_map=
     "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU."""
     path = Path(source)
-    gguf_file = None
-    if path.is_file() and path.suffix == ".gguf":
-        gguf_file, source, path = path.name, str(path.parent), path.parent
+    gguf_file, load_from = None, str(source)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        gguf_file, load_from = path.name, str(path.parent)
         try:
             import gguf  # noqa: F401  (transformers reads GGUF through it)
         except ImportError:
@@ -90,7 +90,7 @@ def load_model(
     device_map = "auto" if state.num_processes == 1 and torch.accelerator.is_available() else None
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(source),
+            load_from,
             dtype=dtype,
             use_safetensors=None if (allow_pickle or gguf_file) else True,
             trust_remote_code=trust_remote_code,
@@ -102,9 +102,10 @@ def load_model(
     if state.num_processes > 1:
         model.to(state.device)
     model.eval()
-    tok = load_tokenizer(tokenizer or source, gguf_file=gguf_file)
+    tok = load_tokenizer(tokenizer) if tokenizer else load_tokenizer(load_from, gguf_file=gguf_file)
     check_tokenizer_fits(model, tok, str(source))
-    meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    # A GGUF file is its own model: a memaudit.json beside it describes some other model.
+    meta = read_json(path / META_FILE) if path.is_dir() and (path / META_FILE).is_file() else {}
     sinks = None
     if meta.get("sinks"):
         from memaudit.models.sinks import SinkConfig, Sinks

@@ -152,7 +152,11 @@ def scan(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "path": str(loaded.path),
-            "sha256": sha256_dir(model_path) if model_path.is_dir() else None,
+            "sha256": sha256_dir(model_path)
+            if model_path.is_dir()
+            else sha256_file(model_path)
+            if model_path.is_file()
+            else None,
             "kind": meta.get("kind", "external"),
             "arch": meta.get("arch", type(loaded.model).__name__),
             "parameters": sum(p.numel() for p in loaded.model.parameters()),
