@@ -13,6 +13,36 @@ import click
 from memaudit.errors import MemauditError
 
 EXIT_BAD_INPUT = 2
+EXIT_GATE_TRIPPED = 1
+
+
+def fail_on_options(command):
+    """--fail-on and --junit, the same on `scan model` and `report`."""
+    command = click.option(
+        "--junit",
+        type=click.Path(path_type=Path),
+        help="Also write the --fail-on verdicts as JUnit XML (one testcase per gate and model).",
+    )(command)
+    return click.option(
+        "--fail-on",
+        "fail_on",
+        multiple=True,
+        metavar="EXPR",
+        help="Exit 1 when EXPR holds for a model, e.g. 'extraction.exact_rate>0' or "
+        "'extraction.exact_rate[64]>=0.5' (METRIC[REPEATS] OP NUMBER; docs/gates.md). Repeatable.",
+    )(command)
+
+
+def finish_gates(verdicts: list, junit: Path | None) -> None:
+    """Publish the --fail-on verdicts where CI looks (JUnit file, GitHub job summary), print
+    them, and exit 1 if any tripped."""
+    from memaudit.report.console import print_gates
+    from memaudit.report.gate import publish_gates
+
+    publish_gates(verdicts, junit)
+    print_gates(verdicts)
+    if any(not v.passed for v in verdicts):
+        sys.exit(EXIT_GATE_TRIPPED)
 
 
 def _quiet_libraries() -> None:
@@ -230,6 +260,8 @@ def scan() -> None:
     help="Load pickled (.bin) weights; they can run code, so only from a source you trust.",
 )
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own Python code (off by default).")
+@click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes.")
+@fail_on_options
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def scan_model(
     model: str,
@@ -246,6 +278,9 @@ def scan_model(
     tokenizer: str | None,
     allow_pickle: bool,
     trust_remote_code: bool,
+    redact: bool,
+    fail_on: tuple[str, ...],
+    junit: Path | None,
     force: bool,
 ) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
@@ -255,6 +290,7 @@ def scan_model(
     Examples:
       memaudit scan model models/standard --data data/austen --out reports/standard
       memaudit scan model EleutherAI/pythia-70m --audit secrets.jsonl --nonmembers heldout.txt --out reports/pythia
+      memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
     from accelerate import PartialState
@@ -264,9 +300,12 @@ def scan_model(
     from memaudit.models.io import load_model
     from memaudit.probes.scan import scan as run_scan
     from memaudit.probes.suite import load_suite
+    from memaudit.report.compare import redact_texts
     from memaudit.report.console import print_summary
+    from memaudit.report.gate import evaluate_gates, parse_gates
     from memaudit.report.render import write_run
 
+    gates = parse_gates(fail_on)  # a typo fails now, not after the scan
     if (data_dir is None) == (audit is None):
         raise MemauditError("scan model needs exactly one of --data DIR (from `memaudit data build`) or --audit FILE")
     if nonmembers is not None and audit is None:
@@ -295,9 +334,15 @@ def scan_model(
             "nonmembers": str(nonmembers) if nonmembers else None,
             "valid": str(valid) if valid else None,
         }
+    if redact:
+        redact_texts(results)
+    verdicts = evaluate_gates(results, gates)
+    if verdicts:
+        results["gates"] = [dataclasses.asdict(v) for v in verdicts]
     write_run(results, out, force=force)
     print_summary(results)
     click.echo(f"wrote {out}/report.html")
+    finish_gates(verdicts, junit)
 
 
 @scan.command("data")
@@ -387,11 +432,60 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Report dir to write.")
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="Run every model is measured against (gap_closed, forgetting, degradation); "
+    "default: the one run whose model kind is standard.",
+)
+@click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes, everywhere.")
+@fail_on_options
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+def report(
+    runs: tuple[Path, ...],
+    out: Path,
+    reference: Path | None,
+    redact: bool,
+    fail_on: tuple[str, ...],
+    junit: Path | None,
+    force: bool,
+) -> None:
+    """Compare scan runs in one report: every metric by model with 95% intervals, gap closed,
+    forgetting and degradation against a reference model, memorization vs capability with the
+    Pareto front, by-repeat and ROC charts, and each sequence with what every model emitted.
+    Writes OUT/{report.html,summary.csv,sequences.csv,results.json,summary.md}.
+
+    \b
+    Examples:
+      memaudit report reports/standard reports/memsink reports/oracle --out reports/compare
+      memaudit report reports/* --reference reports/standard --redact --out reports/shareable
+      memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
+    """
+    from memaudit.report.compare import compare_runs
+    from memaudit.report.console import print_report
+    from memaudit.report.gate import evaluate_gates, parse_gates
+    from memaudit.report.render import write_report
+
+    gates = parse_gates(fail_on)
+    doc = compare_runs(runs, reference=reference, redact=redact)
+    verdicts = evaluate_gates(doc, gates)
+    if verdicts:
+        doc["gates"] = [dataclasses.asdict(v) for v in verdicts]
+    write_report(doc, out, force=force)
+    print_report(doc)
+    click.echo(f"wrote {out}/report.html")
+    finish_gates(verdicts, junit)
+
+
+@main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
-@click.option("--quick", is_flag=True, help="A tiny run (about a minute) that shows the path, not the effect.")
+@click.option("--quick", is_flag=True, help="Tiny models (about a minute): shows the path, not the effect at scale.")
 def demo(out: Path, quick: bool) -> None:
-    """The whole path on the embedded Austen corpus: build the audit set, train a standard,
-    a no-repeats and a MemSink model, scan each, and compare. Steps already done are skipped.
+    """The whole path on the embedded Austen corpus: build the audit set, train a standard, a
+    no-repeats and a MemSink model, remove the sinks, unlearn (GA, NPO) and ablate the standard
+    model, scan everything and write one comparative report. Steps already done are skipped.
 
     \b
     Example:  memaudit demo --out reports/demo

@@ -103,7 +103,7 @@ def parse_gates(exprs: Iterable[str]) -> list[Gate]:
 def _why_missing(run: dict, gate: Gate) -> str:
     if gate.metric not in run["metrics"]:
         if gate.metric in RELATIVE:
-            return "not measured: it needs a reference model (`memaudit report RUN... --reference RUN`)"
+            return "not measured: it needs a reference model (--reference)"
         return "not measured"
     by = run["metrics"][gate.metric].get("by_repeats", {})
     if gate.level is not None and str(gate.level) not in by:
