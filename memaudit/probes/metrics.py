@@ -119,7 +119,7 @@ def _metric(name: str, summary: dict, by_repeats: dict | None = None) -> dict:
     return out
 
 
-def _against(name: str, entry: dict, ref: dict, f: Callable[[float, float], float]) -> dict:
+def relative_to_reference(name: str, entry: dict, ref: dict, f: Callable[[float, float], float]) -> dict:
     """`name` = f(this model's metric, the reference's same metric), level by level. The
     reference is held fixed: the interval is this model's interval mapped through f."""
 
@@ -132,6 +132,31 @@ def _against(name: str, entry: dict, ref: dict, f: Callable[[float, float], floa
     ref_levels = ref.get("by_repeats", {})
     levels = {lv: one(e, ref_levels[lv]) for lv, e in entry.get("by_repeats", {}).items() if lv in ref_levels}
     return _metric(name, one(entry, ref), {lv: v for lv, v in levels.items() if math.isfinite(v["value"])})
+
+
+def forgetting_and_degradation(metrics: dict, reference: dict) -> dict:
+    """Member loss and validation loss against a reference model's (METRICS.md): how much was
+    forgotten, and what it cost."""
+    pairs = {"memorization.forgetting": "memorization.member_loss", "capability.degradation": "capability.valid_loss"}
+    return {
+        name: relative_to_reference(name, metrics[base], reference[base], lambda v, r: v - r)
+        for name, base in pairs.items()
+        if base in metrics and base in reference
+    }
+
+
+def gap_closed(metrics: dict, standard: dict) -> dict:
+    """The fraction of the standard model's member/non-member loss gap this model removes."""
+    member, nonmember = "memorization.member_loss", "memorization.nonmember_loss"
+    if member not in metrics or member not in standard or nonmember not in standard:
+        return {}
+    std_nonmember = standard[nonmember]["value"]
+    closed = lambda v, r: (v - r) / (std_nonmember - r) if std_nonmember != r else math.nan  # noqa: E731
+    return {
+        "memorization.gap_closed": relative_to_reference(
+            "memorization.gap_closed", metrics[member], standard[member], closed
+        )
+    }
 
 
 def compute_metrics(
@@ -184,21 +209,8 @@ def compute_metrics(
         summarize([values(nonmembers, "loss"), values(members, "loss")], gap, **boot),
         gap_levels,
     )
-    if reference is not None:
-        metrics["memorization.forgetting"] = _against(
-            "memorization.forgetting",
-            metrics["memorization.member_loss"],
-            reference["metrics"]["memorization.member_loss"],
-            lambda v, r: v - r,
-        )
     if standard is not None:
-        std_nonmember = standard["metrics"]["memorization.nonmember_loss"]["value"]
-        metrics["memorization.gap_closed"] = _against(
-            "memorization.gap_closed",
-            metrics["memorization.member_loss"],
-            standard["metrics"]["memorization.member_loss"],
-            lambda v, r: (v - r) / (std_nonmember - r) if std_nonmember != r else math.nan,
-        )
+        metrics |= gap_closed(metrics, standard["metrics"])
 
     for name, key in EXTRACTION.items():
         metrics[name] = mean_metric(name, key, members)
@@ -224,7 +236,7 @@ def compute_metrics(
             )
     privleak_auc = f"privacy.mia.{cfg.privleak_attack}.auc"
     if reference is not None and privleak_auc in metrics and privleak_auc in reference["metrics"]:
-        metrics["privacy.privleak"] = _against(
+        metrics["privacy.privleak"] = relative_to_reference(
             "privacy.privleak",
             metrics[privleak_auc],
             reference["metrics"][privleak_auc],
@@ -252,11 +264,6 @@ def compute_metrics(
         if "ci95" in loss:
             ppl["ci95"] = [math.exp(v) for v in loss["ci95"]]
         metrics["capability.valid_ppl"] = _metric("capability.valid_ppl", ppl)
-        if reference is not None and "capability.valid_loss" in reference["metrics"]:
-            metrics["capability.degradation"] = _against(
-                "capability.degradation",
-                metrics["capability.valid_loss"],
-                reference["metrics"]["capability.valid_loss"],
-                lambda v, r: v - r,
-            )
+    if reference is not None:
+        metrics |= forgetting_and_degradation(metrics, reference["metrics"])
     return metrics

@@ -8,7 +8,6 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
-import math
 import secrets
 from collections import Counter
 from pathlib import Path
@@ -16,17 +15,15 @@ from pathlib import Path
 from memaudit import __version__
 from memaudit.errors import MemauditError
 from memaudit.fileio import read_json
-from memaudit.probes.metrics import _against
+from memaudit.probes.metrics import forgetting_and_degradation, gap_closed
 from memaudit.probes.registry import get_metric
 from memaudit.report.document import SCHEMA_VERSION, default_label, is_comparison, runs, value
 
-MEMBER, NONMEMBER, VALID = "memorization.member_loss", "memorization.nonmember_loss", "capability.valid_loss"
-GAP_CLOSED, FORGETTING, DEGRADATION = "memorization.gap_closed", "memorization.forgetting", "capability.degradation"
-RELATIVE = (GAP_CLOSED, FORGETTING, DEGRADATION)
+RELATIVE = ("memorization.gap_closed", "memorization.forgetting", "capability.degradation")
 
 # The Pareto view: capability on x, memorization (two readings of it) on y.
-PARETO_X = VALID
-PARETO_Y = (MEMBER, "extraction.exact_rate")
+PARETO_X = "capability.valid_loss"
+PARETO_Y = ("memorization.member_loss", "extraction.exact_rate")
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
 # What two runs must share for a metric group to be compared, and the groups that depend on it.
@@ -76,19 +73,7 @@ def unique_labels(results: list[dict], run_dirs: list[Path]) -> list[str]:
 def relative_metrics(metrics: dict, reference: dict, reference_label: str) -> dict:
     """gap_closed, forgetting and degradation of one model against the reference's metrics
     (METRICS.md); level by level where both have the level. Each names its reference."""
-    out = {}
-    if MEMBER in metrics and MEMBER in reference:
-        out[FORGETTING] = _against(FORGETTING, metrics[MEMBER], reference[MEMBER], lambda v, r: v - r)
-        ref_nonmember = value(reference.get(NONMEMBER))
-        if ref_nonmember is not None:
-            out[GAP_CLOSED] = _against(
-                GAP_CLOSED,
-                metrics[MEMBER],
-                reference[MEMBER],
-                lambda v, r: (v - r) / (ref_nonmember - r) if ref_nonmember != r else math.nan,
-            )
-    if VALID in metrics and VALID in reference:
-        out[DEGRADATION] = _against(DEGRADATION, metrics[VALID], reference[VALID], lambda v, r: v - r)
+    out = forgetting_and_degradation(metrics, reference) | gap_closed(metrics, reference)
     return {name: {**m, "reference": reference_label} for name, m in out.items()}
 
 

@@ -7,7 +7,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memaudit.report.compare import RELATIVE
 from memaudit.report.document import levels, runs
 from memaudit.report.gate import GateResult
 from memaudit.report.render import arrow, fmt
@@ -36,31 +35,53 @@ def print_summary(results: dict, console: Console | None = None) -> None:
     console.print(table)
 
 
-def print_comparison(runs_by_label: dict[str, dict], console: Console | None = None) -> None:
-    """The headline metrics (and the reference-relative ones where present) as rows, one column
-    per model, plus the exact rate at the top repeat level."""
+# The headline columns of a comparison: short name -> metric (at the top repeat level if "@top").
+COMPARISON = {
+    "member loss": "memorization.member_loss",
+    "exact @top": "extraction.exact_rate@top",
+    "MIA AUC": "privacy.mia.loss.auc",
+    "valid loss": "capability.valid_loss",
+    "gap closed": "memorization.gap_closed",
+    "Δ valid": "capability.degradation",
+}
+
+
+def _headline(results: dict, name: str) -> str:
+    base, _, at = name.partition("@")
+    entry = results["metrics"].get(base)
+    if entry is None:
+        return "–"
+    if at == "top":
+        levels = entry.get("by_repeats", {})
+        return fmt(levels[max(levels, key=int)]["value"]) if levels else "–"
+    return fmt(entry["value"])
+
+
+def print_comparison(doc: dict, console: Console | None = None) -> None:
+    """One row per model, the headline numbers as columns (narrow enough for 80 columns);
+    models on a Pareto front of memorization vs capability are starred."""
     console = console or Console()
-    present = {name for results in runs_by_label.values() for name in results["metrics"]}
+    present = {name for run in runs(doc) for name in run["metrics"]}
+    columns = {short: name for short, name in COMPARISON.items() if name.partition("@")[0] in present}
+    on_front = {label for front in doc.get("pareto", {}).get("fronts", {}).values() for label in front}
     table = Table(title="memaudit: memorization vs capability", title_justify="left")
-    table.add_column("metric", no_wrap=True)
-    table.add_column("", no_wrap=True)
-    for label in runs_by_label:
-        table.add_column(escape(label), justify="right")
-    for name in [n for n in (*HEADLINE, *RELATIVE) if n in present]:
-        cells = [fmt(r["metrics"][name]["value"]) if name in r["metrics"] else "–" for r in runs_by_label.values()]
-        table.add_row(name.split(".", 1)[1], arrow(name), *cells)
-    top = []
-    for results in runs_by_label.values():
-        exact = results["metrics"].get("extraction.exact_rate", {}).get("by_repeats", {})
-        top.append(f"{fmt(exact[max(exact, key=int)]['value'])} (×{max(exact, key=int)})" if exact else "–")
-    table.add_row("exact_rate @top", arrow("extraction.exact_rate"), *top)
+    table.add_column("model", no_wrap=True)
+    for short, name in columns.items():
+        table.add_column(f"{short} {arrow(name.partition('@')[0])}", justify="right")
+    for run in runs(doc):
+        star = " [bold]*[/]" if run.get("label") in on_front else ""
+        table.add_row(
+            escape(run.get("label", run["model"]["path"])) + star, *[_headline(run, n) for n in columns.values()]
+        )
     console.print(table)
+    if on_front:
+        console.print("* on a Pareto front of memorization vs validation loss (see the report)")
 
 
 def print_report(doc: dict, console: Console | None = None) -> None:
     """A comparative document: warnings on stderr, then the side-by-side table."""
     print_warnings(doc)
-    print_comparison({run["label"]: run for run in runs(doc)}, console)
+    print_comparison(doc, console)
 
 
 def print_warnings(doc: dict) -> None:
