@@ -12,13 +12,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint browser
 install: $(VENV)/.installed
+
+# Headless Chromium for the report's real-browser tests (skipped without it). Needs root + apt-get.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "no chromium and no root apt-get: the browser tests will be skipped"; fi
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/memaudit demo --out reports/demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

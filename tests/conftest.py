@@ -71,3 +71,13 @@ def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """`memaudit demo --quick`: the whole path, once per session (about a minute)."""
+    from memaudit.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    run_demo(out, quick=True)
+    return out

@@ -117,3 +117,11 @@ def test_screenshot_is_not_blank(page, tmp_path):
     assert len(colours) > 200  # text, table shading, several chart colours
     white = max(count for count, rgb in colours if rgb == (255, 255, 255))
     assert white < 0.97 * image.width * image.height
+
+
+def test_the_demo_report_renders_without_errors(browser, quick_demo, tmp_path):
+    browser.get((quick_demo / "report" / "report.html").as_uri())
+    assert [entry["message"] for entry in browser.get_log("browser")] == []
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#sequences tbody tr")) >= 24  # members, held-out, canaries
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".chart svg")) == 3
+    test_screenshot_is_not_blank(browser, tmp_path)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 METHODS = ("ga", "graddiff", "npo", "simnpo")
-DEFAULT_BETA = {"npo": 0.1, "simnpo": 2.5}  # the NPO and SimNPO papers' usual values
 
 
 def sequence_logp(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ limit, so a run cannot silently destroy the model."""
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from memaudit.training.loop import (
     write_model_dir,
 )
 from memaudit.unlearning.inputs import base_meta, check_out, context_len, load_base, load_sets, loss_sets, pad_batch
-from memaudit.unlearning.losses import DEFAULT_BETA, METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
+from memaudit.unlearning.losses import METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
 
 LOG_FIELDS = [
     "step",
@@ -41,19 +41,29 @@ LOG_FIELDS = [
 ]
 
 
+# Per-method defaults, measured on the demo models (gpt2-5m, 500 steps; see the package notes):
+# gradient ascent has no brake, so it needs a ~7x smaller step than NPO/SimNPO to stay usable.
+METHOD_DEFAULTS: dict[str, dict[str, float]] = {
+    "ga": {"lr": 3e-5},
+    "graddiff": {"lr": 3e-5},
+    "npo": {"lr": 2e-4, "beta": 0.1},
+    "simnpo": {"lr": 2e-4, "beta": 2.5},
+}
+
+
 @dataclass
 class UnlearnConfig(LoopConfig):
-    """Defaults tuned on the demo models (gpt2-5m, 500 steps; see the package notes)."""
+    """None for lr or beta means the method's default (METHOD_DEFAULTS); `resolved()` fills them in."""
 
     method: str = "npo"
     steps: int = 100
     batch_size: int = 8  # forget documents per step, and as many retain documents (none for ga)
-    lr: float = 2e-4
+    lr: float | None = None
     warmup_steps: int = 10
     weight_decay: float = 0.0
     eval_every: int = 10
     checkpoint_every: int = 50
-    beta: float | None = None  # npo/simnpo inverse temperature; None: the method's default (DEFAULT_BETA)
+    beta: float | None = None  # npo/simnpo inverse temperature
     gamma: float = 0.0  # simnpo reward margin
     retain_weight: float = 1.0  # weight of the retain NLL (graddiff, npo, simnpo)
     forget_file: str | None = None  # texts to forget instead of the data dir's members and canaries
@@ -66,14 +76,16 @@ class UnlearnConfig(LoopConfig):
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_docs"):
             if getattr(self, name) < 1:
                 raise MemauditError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or (self.beta is not None and not self.beta > 0):
-            raise MemauditError(f"lr and beta must be positive, got {self.lr}, {self.beta}")
+        for name in ("lr", "beta"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise MemauditError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_degradation is not None and not self.max_degradation >= 0:
             raise MemauditError(f"max_degradation must be >= 0 nats (or None), got {self.max_degradation}")
 
-    @property
-    def effective_beta(self) -> float | None:
-        return self.beta if self.beta is not None else DEFAULT_BETA.get(self.method)
+    def resolved(self) -> UnlearnConfig:
+        """This config with the method's defaults in place of None: what a run uses and records."""
+        given = {k: v for k, v in (("lr", self.lr), ("beta", self.beta)) if v is not None}
+        return replace(self, **{**METHOD_DEFAULTS[self.method], **given})
 
 
 @dataclass
@@ -109,7 +121,7 @@ def unlearn(
 ) -> UnlearnResult:
     """Unlearn the forget set from the model in `model_dir`; writes a plain HF model dir to `out`
     with memaudit.json (kind "unlearned") and unlearn_log.csv. The input model is never modified."""
-    cfg = config or UnlearnConfig()
+    cfg = (config or UnlearnConfig()).resolved()
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
     check_out(model_dir, out, force)
     work = work_dir(out, resume=resume, force=force)
@@ -125,7 +137,6 @@ def unlearn(
     retain = encode_documents(loaded.tokenizer, sets.retain, context_len(loaded))
     evals = loss_sets(loaded, sets, cfg.eval_docs)
     start = evaluate_losses(model, evals, pad_id)
-    beta = cfg.effective_beta
     local = cfg.batch_size // accelerator.num_processes
     ref_logp = _reference_logp(model, forget, pad_id, accelerator) if cfg.method == "npo" else None
 
@@ -141,9 +152,9 @@ def unlearn(
         if cfg.method in ("ga", "graddiff"):
             loss = ga_loss(f_logp, f_len)
         elif cfg.method == "npo":
-            loss = npo_loss(f_logp, ref_logp[chosen].to(f_logp.device), beta)
+            loss = npo_loss(f_logp, ref_logp[chosen].to(f_logp.device), cfg.beta)
         else:
-            loss = simnpo_loss(f_logp, f_len, beta, cfg.gamma)
+            loss = simnpo_loss(f_logp, f_len, cfg.beta, cfg.gamma)
         logs = {"forget_nll": -f_logp.sum() / f_len.sum()}
         if uses_retain:
             logs["retain_nll"] = -logp[local:].sum() / lengths[local:].sum()
@@ -175,10 +186,11 @@ def unlearn(
         progress=progress,
         guard=guard,
     )
-    end = {k: result.final[k] for k in start} if result.final else start
+    # No row for the kept state when the guard tripped at the first eval of a run (or a resumed one).
+    end = {k: result.final[k] for k in start} if result.final else evaluate_losses(result.model, evals, pad_id)
     meta |= {
         "method": cfg.method,
-        "unlearn": {**asdict(cfg), "beta": beta},
+        "unlearn": asdict(cfg),
         "seed": cfg.seed,
         "steps": cfg.steps,
         "steps_done": result.steps,
