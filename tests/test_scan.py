@@ -203,3 +203,12 @@ def test_ci_suite_scan_is_recorded_and_lean(tiny_models, tiny_data):
     r = scan(tiny_models["standard"], data_dir=tiny_data, config=load_suite("ci"))
     assert r["suite"]["name"] == "ci" and list(r["suite"]["prefix_lens"]) == [32]
     assert not any("@P" in name for name in r["metrics"]) and "privacy.exposure" in r["metrics"]
+
+
+def test_sampling_extraction_attack(tiny_models, tiny_data):
+    config = ScanConfig(bootstrap=50, sampling_trials=8, exposure_candidates=0)
+    results = scan(tiny_models["standard"], data_dir=tiny_data, config=config)
+    rate = by_level(results, "extraction.sampling_rate")
+    assert rate[0] == 0.0 and rate[64] > 0.5
+    again = scan(tiny_models["standard"], data_dir=tiny_data, config=config)  # seeded sampling
+    assert again["metrics"]["extraction.sampling_rate"] == results["metrics"]["extraction.sampling_rate"]

@@ -44,6 +44,7 @@ class ScanConfig:
     mink_k: float = 0.2  # the fraction of lowest tokens for Min-K% and Min-K%++
     privleak_attack: str = "mink"  # the attack whose AUC PrivLeak compares (MUSE uses Min-K%)
     exposure_candidates: int = 2000  # sampled secrets each canary is ranked against; 0 = no exposure
+    sampling_trials: int = 0  # the sampling extraction attack: continuations sampled per member; 0 = off
     bootstrap: int = 1000  # resamples for every ci95; 0 = no intervals
     seed: int = 0
     max_batch_tokens: int = 16384
@@ -62,6 +63,7 @@ class ScanConfig:
             ("mink_k", 0 < self.mink_k <= 1, "in (0, 1]"),
             ("privleak_attack", self.privleak_attack in ATTACKS, f"one of {', '.join(ATTACKS)}"),
             ("exposure_candidates", self.exposure_candidates >= 0, ">= 0"),
+            ("sampling_trials", self.sampling_trials >= 0, ">= 0"),
             ("bootstrap", self.bootstrap >= 0, ">= 0"),
             ("max_batch_tokens", self.max_batch_tokens >= 1, ">= 1"),
         ]
@@ -214,6 +216,8 @@ def compute_metrics(
 
     for name, key in EXTRACTION.items():
         metrics[name] = mean_metric(name, key, members)
+    if any("sampled_exact" in r for r in members):
+        metrics["extraction.sampling_rate"] = mean_metric("extraction.sampling_rate", "sampled_exact", members)
     for p in cfg.prefix_lens:
         if p != cfg.prefix_len and any(at_prefix("exact", p) in r for r in text):
             for name, key in EXTRACTION.items():

@@ -131,6 +131,13 @@ register(
     "Fraction of members that n top-k samples would reproduce exactly with probability >= p (defaults 100, 0.5, k=40).",
 )
 SWEPT = tuple(name for name, m in REGISTRY.items() if m.group == "extraction")
+# Not swept: it needs real sampling (generation), so it runs at the headline prefix only.
+register(
+    "extraction.sampling_rate",
+    "extraction",
+    False,
+    "Fraction of members for which at least one of n sampled continuations (top-k 40, temperature 1) is the exact suffix.",
+)
 for _p in (8, 16, 32, 64):  # the default sweep, so reports read its meanings from REGISTRY
     for _name in SWEPT:
         _register_sweep(at_prefix(_name, _p))

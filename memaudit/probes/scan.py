@@ -54,12 +54,14 @@ def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], confi
     return [s for _, s in sorted(gathered, key=lambda pair: pair[0])]
 
 
-def _emitted(loaded: LoadedModel, rows: list[dict], tokens: list[list[int]], config: ScanConfig) -> list[str | None]:
-    """What greedy decoding actually emits after each true prefix (for reports to show where it
-    diverges); None where the sequence is too short for the default prefix + suffix."""
+def _continuations(
+    loaded: LoadedModel, rows: list[dict], tokens: list[list[int]], config: ScanConfig, samples: int = 1
+) -> list[list[list[int]] | None]:
+    """For each sequence long enough for the headline probe, `samples` continuations of the
+    true prefix (1: greedy; more: top-k sampling); None for the others."""
     p, s = config.prefix_len, config.suffix_len
     todo = [i for i, t in enumerate(tokens) if len(t) > p + s]
-    out: list[str | None] = [None] * len(rows)
+    out: list[list[list[int]] | None] = [None] * len(rows)
     continuations = generate_continuations(
         loaded.model,
         [tokens[i][: p + 1] for i in todo],
@@ -67,9 +69,12 @@ def _emitted(loaded: LoadedModel, rows: list[dict], tokens: list[list[int]], con
         pad_id=loaded.tokenizer.pad_token_id,
         doc_ids=[rows[i]["doc_id"] for i in todo],
         sinks=loaded.sinks,
+        samples=samples,
+        top_k=config.topk,
+        seed=config.seed,
     )
     for i, cont in zip(todo, continuations):
-        out[i] = loaded.tokenizer.decode(cont[0])
+        out[i] = cont
     return out
 
 
@@ -129,11 +134,18 @@ def scan(
         for r, t, s in zip(audit_rows, tokens, scored)
         if len(s) > 0
     ]
-    if emitted:
-        kept = [(r, t) for r, t, s in zip(audit_rows, tokens, scored) if len(s) > 0]
-        for row, text in zip(seqs, _emitted(loaded, [r for r, _ in kept], [t for _, t in kept], config)):
-            if text is not None:
-                row["emitted"] = text
+    kept_rows = [r for r, s in zip(audit_rows, scored) if len(s) > 0]
+    kept_tokens = [t for t, s in zip(tokens, scored) if len(s) > 0]
+    if emitted:  # what greedy decoding actually says after each prefix, for reports to show
+        for row, cont in zip(seqs, _continuations(loaded, kept_rows, kept_tokens, config)):
+            if cont is not None:
+                row["emitted"] = tok.decode(cont[0])
+    if config.sampling_trials:  # the sampling attack: does any of n samples give the exact suffix?
+        p, s = config.prefix_len, config.suffix_len
+        samples = _continuations(loaded, kept_rows, kept_tokens, config, samples=config.sampling_trials)
+        for row, seq, cont in zip(seqs, kept_tokens, samples):
+            if cont is not None and row["kind"] != "canary":
+                row["sampled_exact"] = any(c == seq[p + 1 : p + s + 1] for c in cont)
     valid = []
     if valid_texts:
         # `own` mode scores each validation text with its own (never trained) sinks.
