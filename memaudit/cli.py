@@ -49,8 +49,11 @@ def _quiet_libraries() -> None:
     """Library chatter (weight-loading bars, pad-token notes) drowns memaudit's own output."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
     import transformers
 
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every tied-weights save
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 

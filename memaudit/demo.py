@@ -49,7 +49,7 @@ QUICK = DemoConfig(  # tiny settings that show the whole path in about a minute,
         vocab_size=512,
     ),
     train=TrainConfig(arch="gpt2-1m", steps=300, batch_size=8, lr=3e-3, warmup_steps=10),
-    unlearn=UnlearnConfig(steps=20, eval_every=5),
+    unlearn=UnlearnConfig(steps=30, lr=1e-3, warmup_steps=3, eval_every=10),  # a 1M model takes a larger step
     suite="ci",
 )
 

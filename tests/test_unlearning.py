@@ -21,8 +21,9 @@ from memaudit.models.sinks import SinkConfig
 from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.unlearning import UnlearnConfig, ablate, unlearn
 from memaudit.unlearning.losses import METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
+from memaudit.unlearning.run import METHOD_DEFAULTS
 
-FAST = dict(steps=30, lr=1e-3, warmup_steps=3, eval_every=10, checkpoint_every=10, max_degradation=None)
+FAST = dict(steps=20, lr=1e-3, warmup_steps=2, eval_every=10, checkpoint_every=10, max_degradation=None)
 
 
 def _forget_and_heldout(data_dir, tok):
@@ -72,6 +73,13 @@ def test_npo_and_simnpo_losses_match_hand_computed_values():
     assert ga_loss(logp, lengths).item() == pytest.approx(-math.log(2))
 
 
+def test_method_defaults_fill_only_what_was_not_given():
+    assert UnlearnConfig(method="ga").resolved().lr == METHOD_DEFAULTS["ga"]["lr"]
+    npo = UnlearnConfig(method="npo", lr=1e-3).resolved()
+    assert npo.lr == 1e-3 and npo.beta == METHOD_DEFAULTS["npo"]["beta"]
+    assert UnlearnConfig(method="simnpo", beta=4.0).resolved().beta == 4.0
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_forgets_members_more_than_heldout(method, unlearned, tiny_models, tiny_data):
     before, after = _measure(tiny_models["standard"], tiny_data), _measure(unlearned[method].path, tiny_data)
@@ -90,10 +98,10 @@ def test_output_is_a_plain_hugging_face_dir_and_the_input_is_untouched(unlearned
     meta = json.loads((out / "memaudit.json").read_text())
     assert meta["kind"] == "unlearned" and meta["method"] == "npo" and meta["sinks"] is None
     assert meta["base_model"]["sha256"] == sha256_dir(base) and meta["base_model"]["path"] == str(base)
-    assert meta["unlearn"]["beta"] == 0.1 and meta["steps_done"] == 30 and meta["stopped_early"] is False
+    assert meta["unlearn"]["beta"] == 0.1 and meta["steps_done"] == 20 and meta["stopped_early"] is False
     assert meta["forget"]["documents"] == 15 and meta["end"]["forget_loss"] > meta["start"]["forget_loss"]
     with open(out / "unlearn_log.csv") as f:
-        assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 20, 30]
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 20]
     assert json.loads((base / "memaudit.json").read_text())["kind"] == "standard"
     assert not out.with_name(out.name + ".partial").exists()
 
@@ -117,7 +125,7 @@ def test_max_degradation_stops_a_destructive_run_and_keeps_a_state_within_the_li
 def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path, monkeypatch):
     import memaudit.training.loop as loop
 
-    cfg = UnlearnConfig(method="npo", steps=12, lr=1e-3, warmup_steps=2, eval_every=6, checkpoint_every=6)
+    cfg = UnlearnConfig(method="npo", steps=8, lr=1e-3, warmup_steps=2, eval_every=4, checkpoint_every=4)
     straight = unlearn(tiny_models["standard"], tiny_data, tmp_path / "a", cfg, progress=False).path
     real_checkpoint = loop._checkpoint
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -143,6 +144,9 @@ def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer
 def make_accelerator(cfg: LoopConfig) -> Accelerator:
     # cpu=True on machines without an accelerator: only then does a plain Accelerator() join
     # the gloo process group that torchrun sets up (accelerate 1.15 otherwise runs alone).
+    # The shared state is reset (keeping the process group) so that one process can train in
+    # bf16 and then unlearn in fp32, as the demo does; accelerate otherwise refuses the change.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.accelerator.is_available())
     if cfg.batch_size % accelerator.num_processes:
         raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
