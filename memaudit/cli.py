@@ -434,6 +434,134 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
         )
 
 
+def parse_limit(value: str) -> float | None:
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise MemauditError(f"--max-degradation takes nats of valid loss (e.g. 0.5) or 'none', got {value!r}") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Data dir from `memaudit data build`: forget its members and canaries, retain its natural documents.",
+)
+@click.option("--method", type=click.Choice(["ga", "graddiff", "npo", "simnpo"]), default="npo", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
+@click.option(
+    "--forget",
+    "forget_file",
+    type=click.Path(path_type=Path),
+    help="Texts to forget instead of the data dir's members (.jsonl/.csv/.parquet with `text`, or .txt).",
+)
+@click.option("--steps", default=100, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Forget documents per step (and as many retain).")
+@click.option(
+    "--lr", type=float, default=None, help="Peak learning rate [default: ga 1.5e-5, graddiff 2e-5, npo/simnpo 2e-4]."
+)
+@click.option("--beta", type=float, default=None, help="NPO/SimNPO inverse temperature [default: npo 0.1, simnpo 2.5].")
+@click.option("--gamma", default=0.0, show_default=True, help="SimNPO reward margin.")
+@click.option("--retain-weight", default=1.0, show_default=True, help="Weight of the retain loss (not ga).")
+@click.option(
+    "--max-degradation",
+    default="0.5",
+    show_default=True,
+    help="Stop when valid loss rises more than this many nats, keeping the last state within it ('none': no limit).",
+)
+@click.option("--eval-every", default=10, show_default=True)
+@click.option("--bf16/--fp32", default=False, show_default=True, help="bf16 autocast.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial/.")
+@click.option("--force", is_flag=True, help="Replace an existing --out (or discard an interrupted run).")
+def unlearn(
+    model: Path,
+    data_dir: Path,
+    out: Path,
+    forget_file: Path | None,
+    max_degradation: str,
+    resume: bool,
+    force: bool,
+    **settings,
+) -> None:
+    """Remove memorized documents from a standard model after training (the baselines MemSinks
+    is compared with); writes a plain Hugging Face model dir + memaudit.json. MODEL is never modified.
+
+    \b
+    Examples:
+      memaudit unlearn models/standard --data data/austen --method npo --out models/npo
+      memaudit unlearn models/standard --data data/austen --method ga --max-degradation 0.3 --out models/ga
+      memaudit unlearn models/standard --data data/austen --forget secrets.jsonl --out models/no-secrets
+    """
+    from memaudit.unlearning import UnlearnConfig
+    from memaudit.unlearning import unlearn as run_unlearn
+
+    config = UnlearnConfig(
+        forget_file=str(forget_file) if forget_file else None, max_degradation=parse_limit(max_degradation), **settings
+    )
+    result = run_unlearn(model, data_dir, out, config, resume=resume, force=force)
+    if not result.is_main_process:
+        return
+    start, end = result.start, result.end
+    stopped = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
+    click.echo(
+        f"wrote {out}: {result.method}, {result.steps} steps{stopped}; forget loss {start['forget_loss']:.3f} -> "
+        f"{end['forget_loss']:.3f}, held-out {start['heldout_loss']:.3f} -> {end['heldout_loss']:.3f}, "
+        f"valid {start['valid_loss']:.3f} -> {end['valid_loss']:.3f}"
+    )
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Data dir from `memaudit data build`: units are scored on its members vs its natural documents.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
+@click.option("--ratio", default=0.01, show_default=True, help="Fraction of all MLP hidden units to zero.")
+@click.option(
+    "--forget", "forget_file", type=click.Path(path_type=Path), help="Texts to forget instead of the members."
+)
+@click.option("--retain-docs", default=256, show_default=True, help="Natural documents sampled as the contrast.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+def ablate(
+    model: Path,
+    data_dir: Path,
+    out: Path,
+    ratio: float,
+    forget_file: Path | None,
+    retain_docs: int,
+    seed: int,
+    force: bool,
+) -> None:
+    """Localize-and-ablate baseline: zero the MLP units that fire most specifically on the forget
+    set; writes a plain Hugging Face model dir + memaudit.json. MODEL is never modified.
+
+    \b
+    Example:  memaudit ablate models/standard --data data/austen --ratio 0.01 --out models/ablated
+    """
+    from memaudit.unlearning import ablate as run_ablate
+
+    result = run_ablate(
+        model, data_dir, out, ratio, forget_file=forget_file, retain_docs=retain_docs, seed=seed, force=force
+    )
+    start, end = result.start, result.end
+    click.echo(
+        f"wrote {out}: {sum(map(len, result.units.values()))} units zeroed in {len(result.units)} layers; "
+        f"forget loss {start['forget_loss']:.3f} -> {end['forget_loss']:.3f}, "
+        f"valid {start['valid_loss']:.3f} -> {end['valid_loss']:.3f}"
+    )
+
+
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Report dir to write.")

@@ -137,3 +137,29 @@ def test_scan_with_suite_and_reference(tiny_models, tiny_data, tmp_path):
         ),
         "default",
     )
+
+
+def test_unlearn_and_ablate_commands(tiny_models, tiny_data, tmp_path):
+    model, data = tiny_models["standard"], tiny_data
+    result = run(
+        "unlearn",
+        model,
+        "--data",
+        data,
+        "--method",
+        "npo",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        tmp_path / "u",
+    )
+    assert result.exit_code == 0, result.output
+    assert "forget loss" in result.output and (tmp_path / "u" / "model.safetensors").is_file()
+    result = run("ablate", model, "--data", data, "--ratio", "0.05", "--out", tmp_path / "a")
+    assert result.exit_code == 0 and "units zeroed" in result.output, result.output
+    bad = run("unlearn", model, "--data", data, "--max-degradation", "lots", "--out", tmp_path / "x")
+    assert_one_line_error(bad, "--max-degradation")
+    assert_one_line_error(run("ablate", model, "--data", data, "--ratio", "2", "--out", tmp_path / "x"), "--ratio")
+    assert not (tmp_path / "x").exists()
