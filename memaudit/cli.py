@@ -526,7 +526,7 @@ def unlearn(
     help="Data dir from `memaudit data build`: units are scored on its members vs its natural documents.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
-@click.option("--ratio", default=0.01, show_default=True, help="Fraction of all MLP hidden units to zero.")
+@click.option("--ratio", default=0.1, show_default=True, help="Fraction of all MLP hidden units to zero.")
 @click.option(
     "--forget", "forget_file", type=click.Path(path_type=Path), help="Texts to forget instead of the members."
 )
@@ -547,7 +547,7 @@ def ablate(
     set; writes a plain Hugging Face model dir + memaudit.json. MODEL is never modified.
 
     \b
-    Example:  memaudit ablate models/standard --data data/austen --ratio 0.01 --out models/ablated
+    Example:  memaudit ablate models/standard --data data/austen --ratio 0.1 --out models/ablated
     """
     from memaudit.unlearning import ablate as run_ablate
 

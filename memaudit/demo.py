@@ -31,9 +31,11 @@ class DemoConfig:
     data: AuditConfig = field(default_factory=AuditConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=500, bf16=True))
     sinks: SinkConfig = field(default_factory=SinkConfig)
-    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    # Method defaults (lr, beta) with bf16 autocast and fewer evaluations: the guard still checks
+    # validation loss every 25 steps, at a quarter of the cost.
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(bf16=True, eval_every=25, eval_docs=32))
     unlearn_methods: tuple[str, ...] = ("ga", "npo")
-    ablate_ratio: float = 0.01
+    ablate_ratio: float = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
     suite: str = "default"
 
 

@@ -98,7 +98,7 @@ def ablate(
     model_dir: Path,
     data_dir: Path,
     out: Path,
-    ratio: float = 0.01,
+    ratio: float = 0.1,
     *,
     forget_file: str | Path | None = None,
     retain_docs: int = 256,
