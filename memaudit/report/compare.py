@@ -105,19 +105,26 @@ def pareto_front(points: dict[str, tuple[float, float]], higher_is_better: tuple
     ]
 
 
+# The oracle never saw the members: it shows what perfect removal looks like, it is not a
+# removal method, and it would dominate every front (more natural text per step, no members).
+NOT_CANDIDATES = ("no-repeats",)
+
+
 def pareto_fronts(all_runs: list[dict], not_comparable: dict[str, list[str]]) -> dict:
-    """The front of capability (x) against each memorization reading (y), over comparable runs."""
+    """The front of capability (x) against each memorization reading (y), over comparable runs
+    of candidate models (every kind but the no-repeats oracle)."""
     fronts = {}
     for y in PARETO_Y:
         points = {
             run["label"]: (value(run["metrics"].get(PARETO_X)), value(run["metrics"].get(y)))
             for run in all_runs
             if not {PARETO_X, y} & set(not_comparable.get(run["label"], []))
+            and run["model"].get("kind") not in NOT_CANDIDATES
         }
         points = {lab: p for lab, p in points.items() if None not in p}
         hib = (get_metric(PARETO_X).higher_is_better, get_metric(y).higher_is_better)
         fronts[y] = pareto_front(points, hib) if len(points) > 1 else []
-    return {"x": PARETO_X, "fronts": fronts}
+    return {"x": PARETO_X, "fronts": fronts, "excluded_kinds": list(NOT_CANDIDATES)}
 
 
 def _short_hash(text: str, key: bytes) -> str:
