@@ -12,25 +12,16 @@ from pathlib import Path
 import pytest
 import transformers
 
-from memaudit.corpus.audit import AuditConfig, write_audit_set
+from memaudit.corpus.audit import write_audit_set
+from memaudit.demo import QUICK
 from memaudit.training.loop import TrainConfig, train
 
 transformers.logging.set_verbosity_error()
 
-TINY_DATA = AuditConfig(
-    repeats=(1, 8, 64),
-    members_per_level=4,
-    canaries_per_level=1,
-    n_valid=40,
-    n_natural=150,
-    min_tokens=64,
-    max_tokens=120,
-    vocab_size=512,
-    seed=0,
-)
-TINY_TRAIN = TrainConfig(
-    arch="gpt2-1m", steps=300, batch_size=8, seq_len=128, lr=3e-3, warmup_steps=10, eval_every=100, checkpoint_every=100
-)
+# The tests' tiny setting is `memaudit demo --quick`'s: 1M-parameter GPT-2s that memorize the
+# 64x members in ~15 s of training (300 steps, ~5 epochs of a small audit set, vocab 512).
+TINY_DATA = QUICK.data
+TINY_TRAIN = QUICK.train
 
 
 @pytest.fixture(scope="session")
