@@ -296,11 +296,10 @@ def scan_model(
       memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
-    from accelerate import PartialState
-
     from memaudit.corpus.audit_file import load_audit_rows
     from memaudit.corpus.sources import load_records
     from memaudit.models.io import load_model
+    from memaudit.parallel import process_state
     from memaudit.probes.scan import scan as run_scan
     from memaudit.probes.suite import load_suite
     from memaudit.report.compare import redact_texts
@@ -329,7 +328,7 @@ def scan_model(
     if reference is not None:
         ref_results = run_scan(load_model(reference, tokenizer=tokenizer), emitted=False, **scan_inputs)
     results = run_scan(loaded, sinks_mode=sinks_mode, reference=ref_results, **scan_inputs)
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return
     if audit is not None:
         results["data"] |= {

@@ -85,6 +85,7 @@ def test_two_process_scan_gathers_the_same_results(tiny_models, tiny_data, tmp_p
     assert one.returncode == 0, one.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "results.json").read_text())
     b = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert a["processes"] == 1 and b["processes"] == 2  # the sequences really were split
     assert [r["doc_id"] for r in a["sequences"]] == [r["doc_id"] for r in b["sequences"]]
     assert [r.get("exact") for r in a["sequences"]] == [r.get("exact") for r in b["sequences"]]
     for name, metric in a["metrics"].items():

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_write_text, read_json
+from memaudit.parallel import process_state
 
 META_FILE = "memaudit.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -86,7 +86,7 @@ def load_model(
                 f"{path}: weights are pickled (pytorch_model.bin), which can run code on load; "
                 "convert them to safetensors or pass --allow-pickle if you trust the source"
             )
-    state = PartialState()
+    state = process_state()
     device_map = "auto" if state.num_processes == 1 and torch.accelerator.is_available() else None
     try:
         model = AutoModelForCausalLM.from_pretrained(

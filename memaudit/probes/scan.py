@@ -10,7 +10,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from memaudit import __version__
@@ -20,6 +19,7 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
+from memaudit.parallel import process_state
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
 from memaudit.probes.metrics import ScanConfig, compute_metrics, sequence_row
@@ -36,7 +36,7 @@ def _context_len(loaded: LoadedModel) -> int:
 def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:
     """The scoring pass over texts, split across processes when launched with several
     (`accelerate launch`): each scores every n-th text, and all gather the full list in order."""
-    state = PartialState()
+    state = process_state()
     tokens = encode_documents(loaded.tokenizer, texts, _context_len(loaded))
     mine = list(range(state.process_index, len(texts), state.num_processes))
     scored = score_sequences(
@@ -186,6 +186,7 @@ def scan(
             "truncated_to_context": truncated,
             "valid_documents": len(valid),
         },
+        "processes": process_state().num_processes,
         "reference": {"path": reference["model"]["path"], "sha256": reference["model"]["sha256"]}
         if reference
         else None,
