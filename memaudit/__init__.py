@@ -1,3 +1,36 @@
-"""memaudit: does a language model leak its training data, and can the leak be removed?"""
+"""memaudit: does a language model leak its training data, and can the leak be removed?
+
+The Python API mirrors the command line and returns data (dicts, dataclasses):
+`write_audit_set`, `train`, `scan`, `remove_sinks`, `unlearn`, `ablate`, `compare_runs`,
+`evaluate_gates`, `run_demo`. They are imported on first use, so `import memaudit` stays cheap."""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+_API = {
+    "AuditConfig": "memaudit.corpus.audit",
+    "write_audit_set": "memaudit.corpus.audit",
+    "TrainConfig": "memaudit.training.loop",
+    "train": "memaudit.training.loop",
+    "ScanConfig": "memaudit.probes.metrics",
+    "load_suite": "memaudit.probes.suite",
+    "scan": "memaudit.probes.scan",
+    "load_model": "memaudit.models.io",
+    "SinkConfig": "memaudit.models.sinks",
+    "remove_sinks": "memaudit.models.surgery",
+    "UnlearnConfig": "memaudit.unlearning",
+    "unlearn": "memaudit.unlearning",
+    "ablate": "memaudit.unlearning",
+    "compare_runs": "memaudit.report.compare",
+    "write_report": "memaudit.report.render",
+    "evaluate_gates": "memaudit.report.gate",
+    "run_demo": "memaudit.demo",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'memaudit' has no attribute {name!r}")

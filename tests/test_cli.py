@@ -163,3 +163,12 @@ def test_unlearn_and_ablate_commands(tiny_models, tiny_data, tmp_path):
     assert_one_line_error(bad, "--max-degradation")
     assert_one_line_error(run("ablate", model, "--data", data, "--ratio", "2", "--out", tmp_path / "x"), "--ratio")
     assert not (tmp_path / "x").exists()
+
+
+def test_python_api_mirrors_the_cli():
+    import memaudit
+
+    for name in memaudit.__all__:
+        assert getattr(memaudit, name) is not None, name
+    with pytest.raises(AttributeError):
+        memaudit.no_such_thing  # noqa: B018
