@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_write_text, read_json
-from memaudit.parallel import process_state
+from memaudit.parallel import cpu_only, process_state
 
 META_FILE = "memaudit.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -87,7 +87,7 @@ def load_model(
                 "convert them to safetensors or pass --allow-pickle if you trust the source"
             )
     state = process_state()
-    device_map = "auto" if state.num_processes == 1 and torch.accelerator.is_available() else None
+    device_map = "auto" if state.num_processes == 1 and not cpu_only() else None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             load_from,

@@ -71,5 +71,11 @@ def build_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
         raise MemauditError(f"{type(config).__name__} is not a causal language model ({e})") from None
 
 
+def context_length(config: PretrainedConfig) -> int:
+    """The longest sequence the model takes: GPT-2 calls it n_positions, most others
+    max_position_embeddings; 2048 for configs that name neither."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
+
+
 def n_params(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters())

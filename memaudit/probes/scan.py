@@ -19,6 +19,7 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
+from memaudit.models.zoo import context_length
 from memaudit.parallel import process_state
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
@@ -28,17 +29,19 @@ from memaudit.probes.scoring import ScoredSequence, score_sequences
 SCHEMA_VERSION = 1
 
 
-def _context_len(loaded: LoadedModel) -> int:
-    config = loaded.model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
-
-
 def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:
-    """The scoring pass over texts, split across processes when launched with several
-    (`accelerate launch`): each scores every n-th text, and all gather the full list in order."""
+    """The scoring pass over texts, each cut to the model's context."""
+    tokens = encode_documents(loaded.tokenizer, texts, context_length(loaded.model.config))
+    return score_tokens(loaded, tokens, doc_ids, config)
+
+
+def score_tokens(
+    loaded: LoadedModel, tokens: list[list[int]], doc_ids: list[int], config: ScanConfig
+) -> list[ScoredSequence]:
+    """The scoring pass over encoded documents, split across processes when launched with
+    several (`accelerate launch`): each scores every n-th one, and all gather the list in order."""
     state = process_state()
-    tokens = encode_documents(loaded.tokenizer, texts, _context_len(loaded))
-    mine = list(range(state.process_index, len(texts), state.num_processes))
+    mine = list(range(state.process_index, len(tokens), state.num_processes))
     scored = score_sequences(
         loaded.model,
         [tokens[i] for i in mine],
@@ -112,11 +115,11 @@ def scan(
     elif sinks_mode not in (None, "none"):
         raise MemauditError(f"--sinks {sinks_mode}: {loaded.path} is not a MemSink model")
 
-    tok, ctx = loaded.tokenizer, _context_len(loaded)
-    texts = [r["text"] for r in audit_rows]
-    tokens = encode_documents(tok, texts, ctx)
-    truncated = sum(1 for t in tok(texts, add_special_tokens=False)["input_ids"] if len(t) + 1 > ctx)
-    scored = score_texts(loaded, texts, [r["doc_id"] for r in audit_rows], config)
+    tok, ctx = loaded.tokenizer, context_length(loaded.model.config)
+    whole = encode_documents(tok, [r["text"] for r in audit_rows])  # tokenized once, cut below
+    truncated = sum(1 for t in whole if len(t) > ctx)
+    tokens = [t[:ctx] for t in whole]
+    scored = score_tokens(loaded, tokens, [r["doc_id"] for r in audit_rows], config)
     ref_loss = {r["doc_id"]: r["loss"] for r in reference["sequences"]} if reference else {}
     # canary exposure: candidate secrets scored exactly like the audit set.
     spec = data.manifest.get("canary") if data_dir is not None else None

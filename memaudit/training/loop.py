@@ -33,7 +33,8 @@ from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, sha256_file
 from memaudit.models.io import save_model
-from memaudit.models.zoo import build_config, build_model, n_params
+from memaudit.models.zoo import build_config, build_model, context_length, n_params
+from memaudit.parallel import cpu_only
 from memaudit.probes.scoring import mean_nll, score_sequences
 
 LOG_FIELDS = ["step", "epoch", "lr", "train_loss", "tokens_per_s", "valid_loss", "member_loss", "member_loss_own"]
@@ -142,12 +143,10 @@ def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer
 
 
 def make_accelerator(cfg: LoopConfig) -> Accelerator:
-    # cpu=True on machines without an accelerator: only then does a plain Accelerator() join
-    # the gloo process group that torchrun sets up (accelerate 1.15 otherwise runs alone).
-    # The shared state is reset (keeping the process group) so that one process can train in
+    # cpu=True on machines without an accelerator (see memaudit.parallel). The shared state is reset (keeping the process group) so that one process can train in
     # bf16 and then unlearn in fp32, as the demo does; accelerate otherwise refuses the change.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.accelerator.is_available())
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu_only())
     if cfg.batch_size % accelerator.num_processes:
         raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
     set_seed(cfg.seed)
@@ -335,7 +334,7 @@ def train(
     rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
     config = build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id)
     model = build_model(config, cfg.seed)
-    max_len = getattr(config, "n_positions", None) or config.max_position_embeddings
+    max_len = context_length(config)
     if cfg.seq_len > max_len:
         raise MemauditError(f"--seq-len {cfg.seq_len} exceeds the model's context of {max_len} tokens")
     sinks = None

@@ -25,8 +25,9 @@ from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir
 from memaudit.models.io import save_model
 from memaudit.models.sinks import find_mlps
+from memaudit.models.zoo import context_length
 from memaudit.training.loop import evaluate_losses
-from memaudit.unlearning.inputs import base_meta, check_out, context_len, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.inputs import base_meta, check_out, load_base, load_sets, loss_sets, pad_batch
 
 SCORE = "(mean|a| forget - mean|a| retain) / std|a| retain, over all MLP units of all layers"
 
@@ -125,10 +126,10 @@ def ablate(
     start = evaluate_losses(model, evals, pad_id)
     retain = random.Random(seed).sample(sets.retain, min(retain_docs, len(sets.retain)))
     forget_mean, _ = activation_stats(
-        model, encode_documents(loaded.tokenizer, sets.forget, context_len(loaded)), pad_id
+        model, encode_documents(loaded.tokenizer, sets.forget, context_length(loaded.model.config)), pad_id
     )
     retain_mean, retain_std = activation_stats(
-        model, encode_documents(loaded.tokenizer, retain, context_len(loaded)), pad_id
+        model, encode_documents(loaded.tokenizer, retain, context_length(loaded.model.config)), pad_id
     )
     scores = (forget_mean - retain_mean) / (retain_std + 1e-6)
     n_zero = max(1, round(ratio * scores.numel()))

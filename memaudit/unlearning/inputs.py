@@ -16,8 +16,7 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
-from memaudit.models.zoo import n_params
-from memaudit.probes.scan import _context_len as context_len
+from memaudit.models.zoo import context_length, n_params
 from memaudit.training.loop import LossSet
 
 DEFAULT_FORGET = "data dir: members and canaries with repeats > 0"
@@ -80,7 +79,7 @@ def loss_sets(loaded: LoadedModel, sets: Sets, eval_docs: int) -> list[LossSet]:
     """The first `eval_docs` of each set, scored at eval points and before/after."""
 
     def encode(texts: list[str]) -> list[list[int]]:
-        return encode_documents(loaded.tokenizer, texts[:eval_docs], context_len(loaded))
+        return encode_documents(loaded.tokenizer, texts[:eval_docs], context_length(loaded.model.config))
 
     return [
         LossSet("valid_loss", encode(sets.valid)),

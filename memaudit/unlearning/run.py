@@ -16,6 +16,7 @@ from accelerate import Accelerator
 
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
+from memaudit.models.zoo import context_length
 from memaudit.training.loop import (
     LoopConfig,
     StepOutput,
@@ -25,7 +26,7 @@ from memaudit.training.loop import (
     work_dir,
     write_model_dir,
 )
-from memaudit.unlearning.inputs import base_meta, check_out, context_len, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.inputs import base_meta, check_out, load_base, load_sets, loss_sets, pad_batch
 from memaudit.unlearning.losses import METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
 
 LOG_FIELDS = [
@@ -133,8 +134,9 @@ def unlearn(
     loaded = load_base(model_dir)
     meta = base_meta("unlearned", model_dir, loaded, sets)
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
-    forget = encode_documents(loaded.tokenizer, sets.forget, context_len(loaded))
-    retain = encode_documents(loaded.tokenizer, sets.retain, context_len(loaded))
+    ctx = context_length(model.config)
+    forget = encode_documents(loaded.tokenizer, sets.forget, ctx)
+    retain = encode_documents(loaded.tokenizer, sets.retain, ctx)
     evals = loss_sets(loaded, sets, cfg.eval_docs)
     start = evaluate_losses(model, evals, pad_id)
     local = cfg.batch_size // accelerator.num_processes
