@@ -3,6 +3,7 @@ on 2 cores), so behavioural tests check real memorization, not mocks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -72,3 +73,22 @@ def quick_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "quick"
     run_demo(out, quick=True)
     return out
+
+
+@contextlib.contextmanager
+def dying_at_checkpoint():
+    """Inside this block, runs die right after writing their first checkpoint, as a killed job
+    would (the loop turns the KeyboardInterrupt into a `--resume` hint)."""
+    import memaudit.training.loop as loop
+
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(accelerator, work, step):
+        real_checkpoint(accelerator, work, step)
+        raise KeyboardInterrupt
+
+    loop._checkpoint = checkpoint_then_die
+    try:
+        yield
+    finally:
+        loop._checkpoint = real_checkpoint

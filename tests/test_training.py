@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memaudit.errors import MemauditError
 from memaudit.training.loop import lr_at, train
-from tests.conftest import TINY_TRAIN, memaudit_cli
+from tests.conftest import TINY_TRAIN, dying_at_checkpoint, memaudit_cli
 
 SHORT = replace(TINY_TRAIN, steps=20, eval_every=10, checkpoint_every=10)
 
@@ -35,22 +35,11 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(TINY_TRAIN.min_lr_ratio, abs=0.01)
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
+def test_resume_continues_exactly(tiny_data, tmp_path):
     straight = train(tiny_data, tmp_path / "straight", SHORT, progress=False).path
-
-    import memaudit.training.loop as loop
-
-    real_checkpoint = loop._checkpoint
-
-    def checkpoint_then_die(accelerator, work, step):
-        real_checkpoint(accelerator, work, step)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(MemauditError, match="--resume"):
+    with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
         train(tiny_data, tmp_path / "resumed", SHORT, progress=False)
     assert (tmp_path / "resumed.partial" / "checkpoint").is_dir() and not (tmp_path / "resumed").exists()
-    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
     with pytest.raises(MemauditError, match="interrupted run"):
         train(tiny_data, tmp_path / "resumed", SHORT, progress=False)
     resumed = train(tiny_data, tmp_path / "resumed", SHORT, resume=True, progress=False).path

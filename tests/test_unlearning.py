@@ -22,6 +22,7 @@ from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.unlearning import UnlearnConfig, ablate, unlearn
 from memaudit.unlearning.losses import METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
 from memaudit.unlearning.run import METHOD_DEFAULTS
+from tests.conftest import dying_at_checkpoint
 
 FAST = dict(steps=20, lr=1e-3, warmup_steps=2, eval_every=10, checkpoint_every=10, max_degradation=None)
 
@@ -122,21 +123,11 @@ def test_max_degradation_stops_a_destructive_run_and_keeps_a_state_within_the_li
     assert valid_loss == pytest.approx(result.end["valid_loss"], abs=1e-4)
 
 
-def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path, monkeypatch):
-    import memaudit.training.loop as loop
-
+def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path):
     cfg = UnlearnConfig(method="npo", steps=8, lr=1e-3, warmup_steps=2, eval_every=4, checkpoint_every=4)
     straight = unlearn(tiny_models["standard"], tiny_data, tmp_path / "a", cfg, progress=False).path
-    real_checkpoint = loop._checkpoint
-
-    def checkpoint_then_die(accelerator, work, step):
-        real_checkpoint(accelerator, work, step)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(MemauditError, match="--resume"):
+    with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
         unlearn(tiny_models["standard"], tiny_data, tmp_path / "b", cfg, progress=False)
-    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
     resumed = unlearn(tiny_models["standard"], tiny_data, tmp_path / "b", cfg, resume=True, progress=False).path
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     for key in a:
