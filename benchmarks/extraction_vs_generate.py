@@ -24,7 +24,8 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.models.io import load_model
 from memaudit.probes.extraction import extraction_verdicts
 from memaudit.probes.scoring import score_sequences
-from memaudit.training.loop import TrainConfig, train
+from memaudit.training.config import TrainConfig
+from memaudit.training.loop import train
 
 TARGET = 10.0
 PREFIX, SUFFIX = 32, 32

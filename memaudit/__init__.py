@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 _API = {
     "AuditConfig": "memaudit.corpus.audit",
     "write_audit_set": "memaudit.corpus.audit",
-    "TrainConfig": "memaudit.training.loop",
+    "TrainConfig": "memaudit.training.config",
     "train": "memaudit.training.loop",
     "ScanConfig": "memaudit.probes.metrics",
     "load_suite": "memaudit.probes.suite",

@@ -45,6 +45,37 @@ def finish_gates(verdicts: list, junit: Path | None) -> None:
         sys.exit(EXIT_GATE_TRIPPED)
 
 
+def precision_options(command):
+    """--precision (with --bf16/--fp32 kept as aliases) and --threads, the same on every command that computes."""
+    from memaudit.precision import PRECISIONS
+
+    command = click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Torch threads for this process [default: all cores; cores / processes in a multi-process launch].",
+    )(command)
+    command = click.option("--bf16", "legacy_precision", flag_value="bf16", hidden=True)(command)
+    command = click.option("--fp32", "legacy_precision", flag_value="fp32", hidden=True)(command)
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="auto",
+        show_default=True,
+        help="Compute precision. auto: bf16 only where the hardware runs it natively (a GPU with bf16, or a CPU "
+        "whose bf16 a cached micro-benchmark shows faster than fp32), else fp32. --bf16/--fp32 are aliases.",
+    )(command)
+
+
+def pick_precision(precision: str, legacy_precision: str | None) -> str:
+    """--precision, or the older --bf16/--fp32 spelling of it; both at once must agree."""
+    if legacy_precision is None:
+        return precision
+    if precision not in ("auto", legacy_precision):
+        raise MemauditError(f"--{legacy_precision} contradicts --precision {precision}; give one of them")
+    return legacy_precision
+
+
 def _quiet_libraries() -> None:
     """Library chatter (weight-loading bars, pad-token notes) drowns memaudit's own output."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -153,9 +184,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
 @click.option("--seq-len", default=128, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--warmup-steps", default=30, show_default=True)
-@click.option(
-    "--bf16/--fp32", default=False, show_default=True, help="bf16 autocast (about 2x faster on a recent CPU)."
-)
+@precision_options
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-repeats", is_flag=True, help="Train the oracle that never sees the planted documents.")
 @click.option(
@@ -184,17 +213,19 @@ def train(
     sink_groups: int,
     resume: bool,
     force: bool,
+    precision: str,
+    legacy_precision: str | None,
     **settings,
 ) -> None:
     """Train a model from scratch on a data dir; writes a Hugging Face model dir + memaudit.json.
 
     \b
     Examples:
-      memaudit train --data data/austen --out models/standard --bf16
-      memaudit train --data data/austen --out models/memsink --sinks 0.7,0.3 --bf16
+      memaudit train --data data/austen --out models/standard
+      memaudit train --data data/austen --out models/memsink --sinks 0.7,0.3 --precision fp32
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
-    from memaudit.training.loop import TrainConfig
+    from memaudit.training.config import TrainConfig
     from memaudit.training.loop import train as run_train
 
     sink_config = None
@@ -203,7 +234,8 @@ def train(
 
         g, p = parse_sinks(sinks)
         sink_config = SinkConfig(shared_fraction=g, active_fraction=p, scheme=sink_scheme, groups=sink_groups).to_dict()
-    result = run_train(data_dir, out, TrainConfig(sinks=sink_config, **settings), resume=resume, force=force)
+    config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
+    result = run_train(data_dir, out, config, resume=resume, force=force)
     final = result.final
     if not result.is_main_process:
         return
@@ -264,6 +296,7 @@ def scan() -> None:
 )
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own Python code (off by default).")
 @click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes.")
+@precision_options
 @fail_on_options
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def scan_model(
@@ -285,6 +318,9 @@ def scan_model(
     fail_on: tuple[str, ...],
     junit: Path | None,
     force: bool,
+    precision: str,
+    legacy_precision: str | None,
+    threads: int | None,
 ) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
     RUN/{results.json,sequences.csv,summary.csv,summary.md,report.html}.
@@ -299,7 +335,7 @@ def scan_model(
     from memaudit.corpus.audit_file import load_audit_rows
     from memaudit.corpus.sources import load_records
     from memaudit.models.io import load_model
-    from memaudit.parallel import process_state
+    from memaudit.parallel import configure_threads, process_state
     from memaudit.probes.scan import scan as run_scan
     from memaudit.probes.suite import load_suite
     from memaudit.report.compare import redact_texts
@@ -322,11 +358,18 @@ def scan_model(
         config = dataclasses.replace(config, **overrides)
     rows = load_audit_rows(audit, nonmembers) if audit is not None else None
     valid_texts = [r["text"] for r in load_records(valid) if str(r.get("text") or "").strip()] if valid else None
-    loaded = load_model(model, tokenizer=tokenizer, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    precision = pick_precision(precision, legacy_precision)
+    configure_threads(threads)
+    loaded = load_model(
+        model, tokenizer=tokenizer, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, precision=precision
+    )
+    if process_state().is_main_process:
+        click.echo(loaded.precision.line)
     scan_inputs = dict(data_dir=data_dir, audit_rows=rows, valid_texts=valid_texts, config=config)
     ref_results = None
     if reference is not None:
-        ref_results = run_scan(load_model(reference, tokenizer=tokenizer), emitted=False, **scan_inputs)
+        ref_loaded = load_model(reference, tokenizer=tokenizer, precision=precision)
+        ref_results = run_scan(ref_loaded, emitted=False, **scan_inputs)
     results = run_scan(loaded, sinks_mode=sinks_mode, reference=ref_results, **scan_inputs)
     if not process_state().is_main_process:
         return
@@ -474,7 +517,7 @@ def parse_limit(value: str) -> float | None:
     help="Stop when valid loss rises more than this many nats, keeping the last state within it ('none': no limit).",
 )
 @click.option("--eval-every", default=10, show_default=True)
-@click.option("--bf16/--fp32", default=False, show_default=True, help="bf16 autocast.")
+@precision_options
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial/.")
 @click.option("--force", is_flag=True, help="Replace an existing --out (or discard an interrupted run).")
@@ -486,6 +529,8 @@ def unlearn(
     max_degradation: str,
     resume: bool,
     force: bool,
+    precision: str,
+    legacy_precision: str | None,
     **settings,
 ) -> None:
     """Remove memorized documents from a standard model after training (the baselines MemSinks
@@ -501,7 +546,10 @@ def unlearn(
     from memaudit.unlearning import unlearn as run_unlearn
 
     config = UnlearnConfig(
-        forget_file=str(forget_file) if forget_file else None, max_degradation=parse_limit(max_degradation), **settings
+        forget_file=str(forget_file) if forget_file else None,
+        max_degradation=parse_limit(max_degradation),
+        precision=pick_precision(precision, legacy_precision),
+        **settings,
     )
     result = run_unlearn(model, data_dir, out, config, resume=resume, force=force)
     if not result.is_main_process:

@@ -21,7 +21,8 @@ from memaudit.probes.suite import load_suite
 from memaudit.report.compare import compare_runs
 from memaudit.report.console import print_report
 from memaudit.report.render import write_report, write_run
-from memaudit.training.loop import TrainConfig, train
+from memaudit.training.config import TrainConfig
+from memaudit.training.loop import train
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.run import UnlearnConfig, unlearn
 
@@ -32,13 +33,11 @@ class DemoConfig:
     # ~1.7 epochs of the default audit set: the regime where memorization (and MemSinks' effect)
     # shows (MEMSINKS.md), in ~2 minutes a model on 2 cores with bf16 autocast; three models and
     # the rest fit the 10-minute budget of the demo.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=360, bf16=True))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=360))
     sinks: SinkConfig = field(default_factory=SinkConfig)
     # Method defaults (lr, beta), 60 steps with bf16 autocast and fewer, smaller evaluations: the
     # max-degradation guard still checks validation loss every 20 steps.
-    unlearn: UnlearnConfig = field(
-        default_factory=lambda: UnlearnConfig(steps=60, bf16=True, eval_every=20, eval_docs=32)
-    )
+    unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(steps=60, eval_every=20, eval_docs=32))
     unlearn_methods: tuple[str, ...] = ("ga", "npo")
     ablate_ratio: float = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
     suite: str = "ci"  # the headline probes; `memaudit scan model --suite full` for the rest

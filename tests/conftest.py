@@ -15,7 +15,8 @@ import transformers
 
 from memaudit.corpus.audit import write_audit_set
 from memaudit.demo import QUICK
-from memaudit.training.loop import TrainConfig, train
+from memaudit.training.config import TrainConfig
+from memaudit.training.loop import train
 
 transformers.logging.set_verbosity_error()
 

@@ -16,6 +16,7 @@ from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_write_text, read_json
 from memaudit.parallel import cpu_only, process_state
+from memaudit.precision import Precision, resolve_precision
 
 META_FILE = "memaudit.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -31,6 +32,7 @@ class LoadedModel:
     path: str
     meta: dict[str, Any] = field(default_factory=dict)
     sinks: Any = None  # memaudit.models.sinks.Sinks for MemSink models
+    precision: Precision = Precision("fp32", "asked for", "fp32")  # the dtype of the weights, and why
 
     @property
     def device(self) -> torch.device:
@@ -59,11 +61,13 @@ def load_model(
     tokenizer: str | Path | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
-    dtype: torch.dtype = torch.float32,
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Load a local model dir, a GGUF file, or a hub id; re-attach MemSinks if memaudit.json
     records them. Placement: one device per process in a multi-process launch, `device_map=
-    "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU."""
+    "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU.
+    `precision` is the weights' dtype: fp32 for models that go on training (unlearning), `auto`
+    for scans (memaudit.precision: bf16 or fp16 on a GPU, fp32 on a CPU)."""
     path = Path(source)
     gguf_file, load_from = None, str(source)
     if path.is_file() and path.suffix.lower() == ".gguf":
@@ -88,10 +92,11 @@ def load_model(
             )
     state = process_state()
     device_map = "auto" if state.num_processes == 1 and not cpu_only() else None
+    chosen = resolve_precision(precision, state.device.type, purpose="scan")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             load_from,
-            dtype=dtype,
+            dtype=chosen.torch_dtype(),
             use_safetensors=None if (allow_pickle or gguf_file) else True,
             trust_remote_code=trust_remote_code,
             gguf_file=gguf_file,
@@ -113,4 +118,4 @@ def load_model(
         # `sink_pool` is there when remove-sinks --ids deleted some documents' sinks.
         sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]), **meta.get("sink_pool", {}))
         sinks.mode = "off"  # the paper's deployment setting; scans say so
-    return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks)
+    return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks, precision=chosen)

@@ -34,36 +34,12 @@ from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, sha256_file
 from memaudit.models.io import save_model
 from memaudit.models.zoo import build_config, build_model, context_length, n_params
-from memaudit.parallel import cpu_only
+from memaudit.parallel import configure_threads, cpu_only
+from memaudit.precision import Precision, cpu_description, resolve_precision
 from memaudit.probes.scoring import mean_nll, score_sequences
+from memaudit.training.config import LoopConfig, TrainConfig
 
 LOG_FIELDS = ["step", "epoch", "lr", "train_loss", "tokens_per_s", "valid_loss", "member_loss", "member_loss_own"]
-
-
-@dataclass
-class LoopConfig:
-    """Optimization settings that training and unlearning share."""
-
-    steps: int = 600
-    batch_size: int = 16  # sequences per optimizer step, summed over processes
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    bf16: bool = False
-    seed: int = 0
-    eval_every: int = 100
-    checkpoint_every: int = 100
-
-
-@dataclass
-class TrainConfig(LoopConfig):
-    arch: str = "gpt2-5m"
-    seq_len: int = 128
-    no_repeats: bool = False  # the oracle: never sees the planted documents
-    sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
-    eval_docs: int = 64
 
 
 @dataclass
@@ -142,15 +118,30 @@ def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def make_accelerator(cfg: LoopConfig) -> Accelerator:
-    # cpu=True on machines without an accelerator (see memaudit.parallel). The shared state is reset (keeping the process group) so that one process can train in
-    # bf16 and then unlearn in fp32, as the demo does; accelerate otherwise refuses the change.
+def make_accelerator(cfg: LoopConfig, *, announce: bool = True) -> tuple[Accelerator, Precision]:
+    """The accelerator of a run, with its threads set and its precision chosen (and, on the main
+    process, printed first: a user on an emulated-bf16 CPU must see at once what the run uses)."""
+    threads = configure_threads(cfg.threads)
+    device = "cpu" if cpu_only() else torch.accelerator.current_accelerator().type
+    precision = resolve_precision(cfg.precision, device)
+    if precision.name == "fp16" and device == "cpu":
+        raise MemauditError("--precision fp16 trains only on a GPU; on a CPU use fp32, bf16 or auto")
+    # cpu=True on machines without an accelerator (memaudit.parallel). The shared state is reset (keeping the process
+    # group) so that one process can train in bf16 and then unlearn in fp32; accelerate otherwise refuses the change.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu_only())
+    accelerator = Accelerator(mixed_precision="no" if precision.name == "fp32" else precision.name, cpu=cpu_only())
     if cfg.batch_size % accelerator.num_processes:
         raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
     set_seed(cfg.seed)
-    return accelerator
+    if announce and accelerator.is_main_process:
+        print(f"{precision.line}; {threads} threads", flush=True)
+    return accelerator, precision
+
+
+def run_environment(accelerator: Accelerator, precision: Precision) -> dict:
+    """What a run's throughput depends on, recorded beside it in memaudit.json."""
+    device = cpu_description() if accelerator.device.type == "cpu" else torch.cuda.get_device_name(accelerator.device)
+    return {"precision": precision.to_dict(), "device": device, "threads": torch.get_num_threads()}
 
 
 def work_dir(out: Path, *, resume: bool, force: bool) -> Path:
@@ -328,7 +319,7 @@ def train(
         raise MemauditError(
             f"steps, batch size and sequence length must be positive, got {cfg.steps}, {cfg.batch_size}, {cfg.seq_len}"
         )
-    accelerator = make_accelerator(cfg)
+    accelerator, precision = make_accelerator(cfg, announce=progress)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
     rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
@@ -392,6 +383,7 @@ def train(
         "epochs": round(cfg.steps * cfg.batch_size / stream.blocks_per_epoch, 3),
         "processes": accelerator.num_processes,
         "tokens_per_s": round(result.tokens_per_s, 1),
+        **run_environment(accelerator, precision),
         "final": result.final,
     }
     write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)

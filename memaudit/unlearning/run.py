@@ -23,6 +23,7 @@ from memaudit.training.loop import (
     evaluate_losses,
     make_accelerator,
     optimize,
+    run_environment,
     work_dir,
     write_model_dir,
 )
@@ -130,7 +131,7 @@ def unlearn(
     uses_retain = cfg.method != "ga"
     if uses_retain and not sets.retain:
         raise MemauditError(f"{data_dir}: no natural training documents to retain; {cfg.method} needs them")
-    accelerator = make_accelerator(cfg)
+    accelerator, precision = make_accelerator(cfg, announce=progress)
     loaded = load_base(model_dir)
     meta = base_meta("unlearned", model_dir, loaded, sets)
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
@@ -203,6 +204,7 @@ def unlearn(
         "end": end,
         "processes": accelerator.num_processes,
         "tokens_per_s": round(result.tokens_per_s, 1),
+        **run_environment(accelerator, precision),
     }
     write_model_dir(accelerator, result.model, loaded.tokenizer, out, work, meta, result.log_path, force)
     return UnlearnResult(
