@@ -13,7 +13,7 @@ _API = {
     "write_audit_set": "memaudit.corpus.audit",
     "TrainConfig": "memaudit.training.config",
     "train": "memaudit.training.loop",
-    "ScanConfig": "memaudit.probes.metrics",
+    "ScanConfig": "memaudit.probes.config",
     "load_suite": "memaudit.probes.suite",
     "scan": "memaudit.probes.scan",
     "load_model": "memaudit.models.io",

@@ -8,7 +8,7 @@ import pytest
 
 from memaudit.corpus.audit_file import load_audit_rows
 from memaudit.errors import MemauditError
-from memaudit.probes.metrics import ScanConfig
+from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 from tests.conftest import memaudit_cli
 

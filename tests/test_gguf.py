@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from memaudit.corpus.tokenizer import EOS, train_tokenizer
 from memaudit.fileio import sha256_file
 from memaudit.models.io import load_model
-from memaudit.probes.metrics import ScanConfig
+from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 
 gguf = pytest.importorskip("gguf")  # memaudit reads GGUF through transformers, which needs it

@@ -12,7 +12,7 @@ from memaudit.cli import main
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.models.io import load_model
-from memaudit.probes.metrics import ScanConfig
+from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 from memaudit.probes.scoring import score_sequences
 from tests.test_cli import assert_one_line_error

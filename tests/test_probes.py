@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from memaudit.errors import MemauditError
+from memaudit.probes.config import ScanConfig
 from memaudit.probes.exposure import canary_exposures, exposures, random_secrets
 from memaudit.probes.extraction import extraction_verdicts, np_probability, prefix_match_len, strength
 from memaudit.probes.membership import attack_scores, auc, tpr_at_fpr
-from memaudit.probes.metrics import ScanConfig, compute_metrics
+from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.registry import ATTACKS, FPR_LEVELS, REGISTRY, at_prefix, get_metric
 from memaudit.probes.scoring import ScoredSequence
 from memaudit.probes.suite import SUITES_DIR, load_suite, suite_names

@@ -1,42 +1,118 @@
-"""Every metric memaudit reports, with its metadata, in one place: reports read direction,
-group and meaning from here and never guess. Names are stable and dotted (METRICS.md)."""
+"""Every metric memaudit reports, in one place, each with its computation and everything a view
+needs: group, direction, meaning, whether it is a headline number (and whether it says a model
+leaks), whether it is an axis of the memorization-vs-capability Pareto view, and whether it
+compares the model with another one. Scans compute exactly what is registered here, in this
+order; the console, HTML, CSV and Markdown views, the Pareto front, the gates, `memaudit metrics`
+and docs/metrics.md all read it. Adding a metric is one `@metric` function below.
+
+Names are stable and dotted: `<group>.<name>`, `privacy.mia.<attack>.<statistic>`, and the
+extraction sweep `extraction.<name>@P<n>` (the same metric from a prefix of n tokens)."""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache, partial
+
+import numpy as np
 
 from memaudit.errors import MemauditError
+from memaudit.probes.config import ATTACKS, ScanConfig
+from memaudit.probes.inputs import MetricInputs, relative
+from memaudit.probes.stats import Statistic, mean
 
 GROUPS = ("memorization", "extraction", "privacy", "capability")
-ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref")  # membership inference: `privacy.mia.<attack>.*`
 FPR_LEVELS = {"1%": 0.01, "0.1%": 0.001}  # reported TPRs: `privacy.mia.<attack>.tpr@1%fpr`, ...
+# Who a relative metric is measured against. Reports recompute the first two against their
+# reference model; `retrained` needs a model never trained on the members (MUSE's retrained
+# model), which only `scan model --reference` can promise.
+AGAINST = {
+    "reference": "a reference model: scan --reference, or a report's reference",
+    "standard": "the standard model (in a report: its reference)",
+    "retrained": "a reference never trained on the members (scan --reference)",
+}
+REPORT_AGAINST = ("reference", "standard")
+PARETO_AXES = ("memorization", "capability")
+
+Compute = Callable[[MetricInputs], "dict | None"]  # {value, n, ci95?, by_repeats?}, None = not measured
+
+
+@dataclass(frozen=True)
+class Leak:
+    """When a headline value says "this model leaks": it lies more than `margin` beyond `safe`,
+    the value of a model that leaks nothing, in the metric's bad direction (either side for a
+    closer-to-ideal metric), and, if `significant`, its 95% interval excludes `safe` too."""
+
+    safe: float
+    margin: float = 0.0
+    significant: bool = False
+
+    def test(self, higher_is_better: bool | None, entry: dict) -> bool:
+        v = entry.get("value")
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        off = {True: self.safe - v, False: v - self.safe, None: abs(v - self.safe)}[higher_is_better]
+        ci = entry.get("ci95")
+        return off > self.margin and not (self.significant and ci and ci[0] <= self.safe <= ci[1])
+
+    def describe(self, higher_is_better: bool | None) -> str:
+        side = {True: "below", False: "above", None: "away from"}[higher_is_better]
+        beyond = f"more than {self.margin:g} {side} {self.safe:g}" if self.margin else f"{side} {self.safe:g}"
+        return f"leaks when {beyond}" + (f" and its 95% interval excludes {self.safe:g}" if self.significant else "")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A metric every summary view shows, under a short `label`. `top_level`: the view shows the
+    value at the highest repeat level (where memorization is clearest) instead of the overall one."""
+
+    label: str
+    top_level: bool = False
+    leak: Leak | None = None
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
     group: str
-    higher_is_better: bool | None  # None: neither; closer to `ideal` is better
-    meaning: str
+    higher_is_better: bool | None  # None: neither; closer to `ideal` is better (or no direction)
+    meaning: str  # one line, shown beside the number in reports
+    compute: Compute = field(repr=False, compare=False)
     ideal: float | None = None
+    against: str | None = None  # a key of AGAINST: computed only when that model's metrics are given
+    headline: Headline | None = None
+    pareto: str | None = None  # a key of PARETO_AXES: an axis of the memorization-vs-capability view
+    documented_as: str | None = None  # the family name docs/metrics.md lists it under (the sweep)
 
     @property
     def arrow(self) -> str:
-        """The direction as a reader wants it: ↑ higher is better, ↓ lower, → closer to ideal."""
-        return {True: "↑", False: "↓", None: f"→{self.ideal:g}" if self.ideal is not None else "·"}[
-            self.higher_is_better
-        ]
+        """The direction as a reader wants it: ↑ higher is better, ↓ lower, →x closer to x."""
+        if self.higher_is_better is None:
+            return f"→{self.ideal:g}" if self.ideal is not None else "·"
+        return "↑" if self.higher_is_better else "↓"
 
+    @property
+    def direction(self) -> str:
+        if self.higher_is_better is None:
+            return f"closer to {self.ideal:g} is better" if self.ideal is not None else "no better direction"
+        return f"{'higher' if self.higher_is_better else 'lower'} is better"
 
-REGISTRY: dict[str, Metric] = {}
+    def entry(self, result: dict) -> dict:
+        """A computed result as results.json stores it: value, n, ci95, then the metadata a reader
+        of the file needs without this registry, then by_repeats if any level was measured."""
+        out = {k: v for k, v in result.items() if k != "by_repeats"}
+        out |= {"higher_is_better": self.higher_is_better, "group": self.group}
+        if self.ideal is not None:
+            out["ideal"] = self.ideal
+        if result.get("by_repeats"):
+            out["by_repeats"] = result["by_repeats"]
+        return out
 
-
-def register(name: str, group: str, higher_is_better: bool | None, meaning: str, ideal: float | None = None) -> Metric:
-    if group not in GROUPS:
-        raise ValueError(f"metric {name}: unknown group {group}")
-    REGISTRY[name] = Metric(name, group, higher_is_better, meaning, ideal)
-    return REGISTRY[name]
+    def leaks(self, entry: dict) -> bool:
+        leak = self.headline.leak if self.headline else None
+        return leak is not None and leak.test(self.higher_is_better, entry)
 
 
 def at_prefix(name: str, prefix_len: int) -> str:
@@ -46,103 +122,326 @@ def at_prefix(name: str, prefix_len: int) -> str:
     return f"{name}@P{prefix_len}"
 
 
-def _register_sweep(name: str) -> Metric | None:
-    """Derives `<extraction metric>@P<n>` from its headline metric (None if `name` is not one)."""
-    base, _, p = name.partition("@P")
-    if not p.isdigit() or base not in SWEPT:
-        return None
-    m = REGISTRY[base]
-    return register(
-        name, m.group, m.higher_is_better, f"{m.meaning.removesuffix('.')} (prefix of {int(p)} tokens).", m.ideal
-    )
+@dataclass(frozen=True)
+class Sweep:
+    """The family `<extraction metric>@P<n>`: each swept metric again from a true prefix of n
+    tokens, for every n of the suite's `prefix_lens` but the headline `prefix_len`. Its members
+    are derived from their base metric, so any n has a name, a direction and a meaning."""
+
+    row_keys: dict[str, str] = field(default_factory=dict)  # swept metric -> the row key it averages
+
+    def derive(self, name: str) -> Metric | None:
+        """The member called `name`, None if `name` is not a swept metric at some prefix."""
+        base, _, p = name.partition("@P")
+        return self._member(base, int(p)) if p.isdigit() and base in self.row_keys else None
+
+    def expand(self, config: ScanConfig) -> list[Metric]:
+        """The members a scan with `config` computes, prefix by prefix."""
+        return [
+            get_metric(at_prefix(base, p))
+            for p in config.prefix_lens
+            if p != config.prefix_len
+            for base in self.row_keys
+        ]
+
+    def templates(self) -> list[Metric]:
+        """One entry per swept metric, named by the family's pattern, for listings and docs."""
+        return [self._member(base, None) for base in self.row_keys]
+
+    def _member(self, base: str, n: int | None) -> Metric:
+        """The member at prefix n; n None: the family's template, named by its pattern."""
+        m, template = REGISTRY[base], f"{base}@P<n>"
+        if n is None:
+            name, compute = template, _family_template
+        else:
+            name, compute = at_prefix(base, n), _mean_over_members(at_prefix(self.row_keys[base], n), extracted_at=n)
+        meaning = f"{m.meaning.removesuffix('.')} (prefix of {'n' if n is None else n} tokens)."
+        return Metric(name, m.group, m.higher_is_better, meaning, compute, ideal=m.ideal, documented_as=template)
+
+
+def _family_template(x: MetricInputs) -> None:
+    """A family's template stands for its members in listings and docs; it is never measured."""
+    return None
+
+
+REGISTRY: dict[str, Metric] = {}  # every concrete metric, with the default sweep's members
+_ITEMS: list[Metric | Sweep] = []  # registration order: the order scans compute and views list
+SWEEP = Sweep()
+
+
+def register(m: Metric) -> Metric:
+    """Adds a metric; its name, group and roles are checked here, once, at import."""
+    checks = [
+        (m.group in GROUPS, f"unknown group {m.group!r}"),
+        (m.name.startswith(f"{m.group}."), f"the name must start with its group {m.group!r}"),
+        (m.name not in REGISTRY, "registered twice"),
+        (m.against in (None, *AGAINST), f"against must be one of {', '.join(AGAINST)}"),
+        (m.pareto in (None, *PARETO_AXES), f"pareto must be one of {', '.join(PARETO_AXES)}"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise ValueError(f"metric {m.name}: {problem}")
+    REGISTRY[m.name] = m
+    _ITEMS.append(m)
+    return m
+
+
+def metric(
+    name: str, group: str, higher_is_better: bool | None, meaning: str, **options
+) -> Callable[[Compute], Compute]:
+    """Registers the decorated function as the computation of metric `name` (options: the other
+    fields of `Metric`)."""
+
+    def add(compute: Compute) -> Compute:
+        register(Metric(name, group, higher_is_better, meaning, compute, **options))
+        return compute
+
+    return add
+
+
+@cache
+def _derived(name: str) -> Metric | None:
+    """A sweep member by name (one object per name), None for any other name."""
+    return SWEEP.derive(name)
 
 
 def get_metric(name: str) -> Metric:
     """A registered metric; sweep names (`<extraction metric>@P<n>`) for any n are derived here."""
-    if name in REGISTRY:
-        return REGISTRY[name]
-    swept = _register_sweep(name)
-    if swept is not None:
-        return swept
+    m = REGISTRY.get(name) or _derived(name)
+    if m is not None:
+        return m
     close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else f"; known metrics: {', '.join(sorted(REGISTRY))}"
     raise MemauditError(f"unknown metric {name!r}{hint}")
 
 
-register(
+def known(name: str) -> Metric | None:
+    """The registry's entry, None for a metric this version does not know (a newer scan's)."""
+    try:
+        return get_metric(name)
+    except MemauditError:
+        return None
+
+
+def is_swept(name: str) -> bool:
+    return _derived(name) is not None
+
+
+def listed() -> Iterator[Metric]:
+    """Every metric as docs and listings show it: registration order, the sweep as its templates."""
+    for item in _ITEMS:
+        yield from item.templates() if isinstance(item, Sweep) else [item]
+
+
+def headline_metrics() -> list[Metric]:
+    return [m for m in REGISTRY.values() if m.headline]
+
+
+def pareto_axes() -> tuple[str, tuple[str, ...]]:
+    """(capability metric on x, memorization metrics on y) of the Pareto view."""
+    (x,) = [name for name, m in REGISTRY.items() if m.pareto == "capability"]
+    return x, tuple(name for name, m in REGISTRY.items() if m.pareto == "memorization")
+
+
+def report_relative() -> list[Metric]:
+    """The metrics a comparative report recomputes against its reference model."""
+    return [m for m in REGISTRY.values() if m.against in REPORT_AGAINST]
+
+
+def compute_all(inputs: MetricInputs, metrics: list[Metric] | None = None) -> dict[str, dict]:
+    """Every metric (default: all a scan with `inputs.config` computes) that `inputs` measure, in
+    registry order; a metric measured against a model that is not given is left out, and so is one
+    whose rows are absent (never reported as NaN)."""
+    if metrics is None:
+        metrics = [m for item in _ITEMS for m in (item.expand(inputs.config) if isinstance(item, Sweep) else [item])]
+    out = {}
+    for m in metrics:
+        if m.against is not None and m.against not in inputs.others:
+            continue
+        result = m.compute(inputs)
+        if result is not None:
+            out[m.name] = inputs.computed[m.name] = m.entry(result)
+    return out
+
+
+# The metrics ---------------------------------------------------------------------------------
+# Each computation reads MetricInputs (inputs.py): `x.members`, `x.nonmembers`, `x.text` (both),
+# `x.canaries`, `x.valid`, `x.computed` (earlier metrics), `x.others[<against>]`.
+
+
+def _mean_over_members(key: str, extracted_at: int | None = None) -> Compute:
+    """The mean of a row key over members, with its by-level means. `extracted_at`: a sweep
+    prefix, measured only if the scan ran extraction at it."""
+
+    def compute(x: MetricInputs) -> dict | None:
+        if extracted_at is not None and not any(at_prefix("exact", extracted_at) in r for r in x.text):
+            return None
+        return x.mean_by_level(key, x.members)
+
+    return compute
+
+
+def _relative_to(base: str, f: Callable[[float, float], float], against: str) -> Compute:
+    """f(this model's `base`, the other model's `base`)."""
+
+    def compute(x: MetricInputs) -> dict | None:
+        other = x.others[against]
+        return relative(x.computed[base], other[base], f) if base in x.computed and base in other else None
+
+    return compute
+
+
+_ABOVE_ZERO = Leak(safe=0.0)
+
+
+@metric(
     "memorization.member_loss",
     "memorization",
     True,
     "Mean token NLL on planted member sequences (higher: less memorized).",
+    headline=Headline("member loss"),
+    pareto="memorization",
 )
-register(
+def _member_loss(x: MetricInputs) -> dict:
+    return x.mean_by_level("loss", x.members)
+
+
+@metric(
     "memorization.nonmember_loss",
     "memorization",
     None,
     "Mean token NLL on length-matched held-out sequences never trained on.",
 )
-register(
-    "memorization.loss_gap", "memorization", False, "Non-member loss minus member loss: 0 means no memorization signal."
+def _nonmember_loss(x: MetricInputs) -> dict:
+    return x.mean_by_level("loss", x.nonmembers, by_level=False)
+
+
+@metric(
+    "memorization.loss_gap",
+    "memorization",
+    False,
+    "Non-member loss minus member loss: 0 means no memorization signal.",
 )
-register(
+def _loss_gap(x: MetricInputs) -> dict:
+    gap: Statistic = lambda non, mem: mean(non) - mean(mem)  # noqa: E731
+    held_out = x.values(x.nonmembers, "loss")
+    return {
+        **x.summary([held_out, x.values(x.members, "loss")], gap),
+        "by_repeats": {
+            str(lv): x.summary([held_out, x.values(x.at_level(x.members, lv), "loss")], gap)
+            for lv in x.levels
+            if lv > 0
+        },
+    }
+
+
+metric(
     "memorization.forgetting",
     "memorization",
     True,
-    "Member loss minus the reference model's member loss: with the pre-unlearning model as reference, how much fit was removed.",
-)
-register(
+    "Member loss minus the reference model's member loss: with the pre-unlearning model as reference, "
+    "how much fit was removed.",
+    against="reference",
+)(_relative_to("memorization.member_loss", lambda v, r: v - r, "reference"))
+
+
+@metric(
     "memorization.gap_closed",
     "memorization",
     None,
     "Fraction of the standard model's loss gap removed: (member_loss - standard member_loss) / standard loss_gap.",
     ideal=1.0,
+    against="standard",
+    headline=Headline("gap closed"),
 )
+def _gap_closed(x: MetricInputs) -> dict | None:
+    member, nonmember, standard = "memorization.member_loss", "memorization.nonmember_loss", x.others["standard"]
+    if member not in x.computed or member not in standard or nonmember not in standard:
+        return None
+    held_out = standard[nonmember]["value"]
+    closed = lambda v, r: (v - r) / (held_out - r) if held_out != r else math.nan  # noqa: E731
+    return relative(x.computed[member], standard[member], closed)
+
+
+def _extraction(name: str, row_key: str, meaning: str, **options) -> None:
+    """An extraction metric: the mean of a sequence-row verdict over members, also swept."""
+    metric(name, "extraction", False, meaning, **options)(_mean_over_members(row_key))
+    SWEEP.row_keys[name] = row_key
+
 
 # Extraction: S = suffix_len tokens after a true prefix of P = prefix_len tokens (32 and 32 by
 # default), members only in the headline value; by_repeats["0"] is the held-out baseline.
-register(
+_extraction(
     "extraction.exact_rate",
-    "extraction",
-    False,
+    "exact",
     "Fraction of members whose suffix greedy decoding reproduces exactly from the true prefix.",
+    headline=Headline("exact @top", top_level=True, leak=_ABOVE_ZERO),
+    pareto="memorization",
 )
-register(
+_extraction(
     "extraction.token_match",
-    "extraction",
-    False,
+    "token_match",
     "Mean fraction of suffix tokens that greedy decoding gets right (teacher-forced).",
 )
-register(
+_extraction(
     "extraction.prefix_match_len",
-    "extraction",
-    False,
+    "prefix_match_len",
     "Mean number of suffix tokens greedy decoding reproduces right after the prefix, before its first miss.",
 )
-register(
+_extraction(
     "extraction.strength",
-    "extraction",
-    False,
+    "strength",
     "Mean 1 - (smallest offset from which greedy decoding reproduces the rest of the suffix) / suffix length.",
 )
-register(
+_extraction(
     "extraction.np_discoverable",
-    "extraction",
-    False,
+    "np_discoverable",
     "Fraction of members that n top-k samples would reproduce exactly with probability >= p (defaults 100, 0.5, k=40).",
 )
-SWEPT = tuple(name for name, m in REGISTRY.items() if m.group == "extraction")
-# Not swept: it needs real sampling (generation), so it runs at the headline prefix only.
-register(
+
+
+@metric(
     "extraction.sampling_rate",
     "extraction",
     False,
-    "Fraction of members for which at least one of n sampled continuations (top-k 40, temperature 1) is the exact suffix.",
+    "Fraction of members for which at least one of n sampled continuations (top-k 40, temperature 1) "
+    "is the exact suffix.",
 )
-for _p in (8, 16, 32, 64):  # the default sweep, so reports read its meanings from REGISTRY
-    for _name in SWEPT:
-        _register_sweep(at_prefix(_name, _p))
+def _sampling_rate(x: MetricInputs) -> dict | None:
+    # Not swept: it needs real sampling (generation), so it runs at the headline prefix only.
+    return x.mean_by_level("sampled_exact", x.members) if any("sampled_exact" in r for r in x.members) else None
 
-# Membership inference: every attack score is oriented higher = more member-like (membership.py).
+
+_ITEMS.append(SWEEP)
+# The default sweep's members, so that REGISTRY names every metric a default scan can report.
+REGISTRY.update({at_prefix(b, p): get_metric(at_prefix(b, p)) for p in ScanConfig.prefix_lens for b in SWEEP.row_keys})
+
+
+def _mia(attack: str, fpr: float | None) -> Compute:
+    """AUC (fpr None) or TPR at `fpr` of the attack's member scores against the non-members', by
+    member level against all non-members. Scores are oriented higher = more member-like."""
+
+    def compute(x: MetricInputs) -> dict | None:
+        # membership.py imports the scoring pass (torch): loaded only when a scan computes.
+        from memaudit.probes.membership import auc, tpr_at_fpr
+
+        key = f"mia_{attack}"
+        members, nonmembers = x.values(x.members, key), x.values(x.nonmembers, key)
+        if attack not in x.config.mia_attacks or not len(members) or not len(nonmembers):
+            return None  # `ref` without a reference
+        stat: Statistic = auc if fpr is None else partial(tpr_at_fpr, fpr=fpr)
+        levels = sorted({r["repeats"] for r in x.members})
+        return {
+            **x.summary([members, nonmembers], stat),
+            "by_repeats": {
+                str(lv): x.summary([x.values(x.at_level(x.members, lv), key), nonmembers], stat) for lv in levels
+            },
+        }
+
+    return compute
+
+
+# Membership inference, one family per attack (membership.py computes each score).
 _ATTACK_MEANINGS = {
     "loss": "mean token NLL",
     "zlib": "total NLL over zlib-compressed bytes",
@@ -150,50 +449,96 @@ _ATTACK_MEANINGS = {
     "minkpp": "Min-K%++ (lowest k% of log-probs standardized by the model's own distribution)",
     "ref": "NLL minus a reference model's NLL",
 }
+assert set(_ATTACK_MEANINGS) == set(ATTACKS)
 for _attack in ATTACKS:
-    _what = _ATTACK_MEANINGS[_attack]
-    register(
+    _by = _ATTACK_MEANINGS[_attack]
+    metric(
         f"privacy.mia.{_attack}.auc",
         "privacy",
         None,
-        f"ROC-AUC of members vs held-out non-members by {_what}; 0.5 = no leak.",
+        f"ROC-AUC of members vs held-out non-members by {_by}; 0.5 = no leak.",
         ideal=0.5,
-    )
+        # the loss attack is the headline: every scan has it (ref needs a reference)
+        headline=Headline("MIA AUC", leak=Leak(safe=0.5, margin=0.05, significant=True)) if _attack == "loss" else None,
+    )(_mia(_attack, None))
     for _label, _fpr in FPR_LEVELS.items():
-        register(
+        metric(
             f"privacy.mia.{_attack}.tpr@{_label}fpr",
             "privacy",
             False,
-            f"Members flagged by {_what} at {_label} false positives; chance level is {_fpr:g}.",
-        )
-register(
+            f"Members flagged by {_by} at {_label} false positives; chance level is {_fpr:g}.",
+        )(_mia(_attack, _fpr))
+
+
+@metric(
     "privacy.privleak",
     "privacy",
     None,
-    "MUSE PrivLeak: (AUC - reference AUC) / reference AUC x 100 for the suite's privleak attack; 0 = like the reference.",
+    "MUSE PrivLeak: (AUC - reference AUC) / reference AUC x 100 for the suite's privleak attack; "
+    "0 = like the reference.",
     ideal=0.0,
+    against="retrained",
 )
-register(
+def _privleak(x: MetricInputs) -> dict | None:
+    name = f"privacy.mia.{x.config.privleak_attack}.auc"
+    return _relative_to(name, lambda v, r: (v - r) / r * 100, "retrained")(x)
+
+
+@metric(
     "privacy.exposure",
     "privacy",
     False,
     "Mean canary exposure in bits, log2|R| - log2(rank), over trained canaries; level 0 = never-trained canaries.",
+    headline=Headline("exposure"),
 )
-register(
+def _exposure(x: MetricInputs) -> dict | None:
+    if not x.canaries:
+        return None
+    levels = sorted({r["repeats"] for r in x.canaries})
+    return {
+        **x.summary([x.values([r for r in x.canaries if r["member"]], "exposure")], mean),
+        "by_repeats": {str(lv): x.summary([x.values(x.at_level(x.canaries, lv), "exposure")], mean) for lv in levels},
+    }
+
+
+@metric(
     "capability.valid_loss",
     "capability",
     False,
     "Token-level mean NLL on clean held-out text of the training distribution.",
+    headline=Headline("valid loss"),
+    pareto="capability",
 )
-register(
+def _valid_loss(x: MetricInputs) -> dict | None:
+    """Pooled over tokens; the bootstrap resamples whole documents."""
+    if not x.valid:
+        return None
+    nll, tokens = (np.array(column) for column in zip(*x.valid))
+    pooled = lambda idx: float(nll[idx.astype(int)].sum() / tokens[idx.astype(int)].sum())  # noqa: E731
+    return x.summary([np.arange(len(x.valid))], pooled)
+
+
+@metric(
     "capability.valid_ppl",
     "capability",
     False,
     "Token-level perplexity exp(valid_loss), each document scored whole from its boundary token.",
 )
-register(
+def _valid_ppl(x: MetricInputs) -> dict | None:
+    loss = x.computed.get("capability.valid_loss")
+    if loss is None:
+        return None
+    out = {"value": math.exp(loss["value"]), "n": loss["n"]}
+    if "ci95" in loss:
+        out["ci95"] = [math.exp(v) for v in loss["ci95"]]
+    return out
+
+
+metric(
     "capability.degradation",
     "capability",
     False,
     "valid_loss minus the reference model's valid_loss: capability lost (e.g. to unlearning).",
-)
+    against="reference",
+    headline=Headline("Δ valid"),
+)(_relative_to("capability.valid_loss", lambda v, r: v - r, "reference"))

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-TOPK = 40  # the sampling distribution of (n,p)-discoverable extraction: top-k 40, temperature 1
+from memaudit.probes.config import TOPK
+
 LOGIT_BYTES_PER_CHUNK = 64 << 20
 
 

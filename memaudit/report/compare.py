@@ -15,15 +15,9 @@ from pathlib import Path
 from memaudit import __version__
 from memaudit.errors import MemauditError
 from memaudit.fileio import read_json
-from memaudit.probes.metrics import forgetting_and_degradation, gap_closed
-from memaudit.probes.registry import get_metric
+from memaudit.probes.inputs import MetricInputs
+from memaudit.probes.registry import REPORT_AGAINST, compute_all, get_metric, pareto_axes, report_relative
 from memaudit.report.document import SCHEMA_VERSION, default_label, is_comparison, runs, value
-
-RELATIVE = ("memorization.gap_closed", "memorization.forgetting", "capability.degradation")
-
-# The Pareto view: capability on x, memorization (two readings of it) on y.
-PARETO_X = "capability.valid_loss"
-PARETO_Y = ("memorization.member_loss", "extraction.exact_rate")
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
 # What two runs must share for a metric group to be compared, and the groups that depend on it.
@@ -71,9 +65,11 @@ def unique_labels(results: list[dict], run_dirs: list[Path]) -> list[str]:
 
 
 def relative_metrics(metrics: dict, reference: dict, reference_label: str) -> dict:
-    """gap_closed, forgetting and degradation of one model against the reference's metrics
-    (METRICS.md); level by level where both have the level. Each names its reference."""
-    out = forgetting_and_degradation(metrics, reference) | gap_closed(metrics, reference)
+    """The registry's relative metrics a report recomputes (gap_closed, forgetting, degradation)
+    of one model against the reference's metrics, level by level where both have the level.
+    Each names its reference."""
+    inputs = MetricInputs(computed=dict(metrics), others=dict.fromkeys(REPORT_AGAINST, reference))
+    out = compute_all(inputs, report_relative())
     return {name: {**m, "reference": reference_label} for name, m in out.items()}
 
 
@@ -111,20 +107,20 @@ NOT_CANDIDATES = ("no-repeats",)
 
 
 def pareto_fronts(all_runs: list[dict], not_comparable: dict[str, list[str]]) -> dict:
-    """The front of capability (x) against each memorization reading (y), over comparable runs
-    of candidate models (every kind but the no-repeats oracle)."""
+    """The front of the registry's capability axis (x) against each of its memorization axes (y),
+    over comparable runs of candidate models (every kind but the no-repeats oracle)."""
+    x, ys = pareto_axes()
     fronts = {}
-    for y in PARETO_Y:
+    for y in ys:
         points = {
-            run["label"]: (value(run["metrics"].get(PARETO_X)), value(run["metrics"].get(y)))
+            run["label"]: (value(run["metrics"].get(x)), value(run["metrics"].get(y)))
             for run in all_runs
-            if not {PARETO_X, y} & set(not_comparable.get(run["label"], []))
-            and run["model"].get("kind") not in NOT_CANDIDATES
+            if not {x, y} & set(not_comparable.get(run["label"], [])) and run["model"].get("kind") not in NOT_CANDIDATES
         }
         points = {lab: p for lab, p in points.items() if None not in p}
-        hib = (get_metric(PARETO_X).higher_is_better, get_metric(y).higher_is_better)
+        hib = (get_metric(x).higher_is_better, get_metric(y).higher_is_better)
         fronts[y] = pareto_front(points, hib) if len(points) > 1 else []
-    return {"x": PARETO_X, "fronts": fronts, "excluded_kinds": list(NOT_CANDIDATES)}
+    return {"x": x, "fronts": fronts, "excluded_kinds": list(NOT_CANDIDATES)}
 
 
 def _short_hash(text: str, key: bytes) -> str:

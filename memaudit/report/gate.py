@@ -25,8 +25,7 @@ from pathlib import Path
 
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_write_text
-from memaudit.probes.registry import get_metric
-from memaudit.report.compare import RELATIVE
+from memaudit.probes.registry import REPORT_AGAINST, get_metric
 from memaudit.report.document import runs, value
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -102,7 +101,7 @@ def parse_gates(exprs: Iterable[str]) -> list[Gate]:
 
 def _why_missing(run: dict, gate: Gate) -> str:
     if gate.metric not in run["metrics"]:
-        if gate.metric in RELATIVE:
+        if get_metric(gate.metric).against:
             return "not measured: it needs a reference model (--reference)"
         return "not measured"
     by = run["metrics"][gate.metric].get("by_repeats", {})
@@ -117,7 +116,7 @@ def evaluate_gates(doc: dict, gates: Iterable[Gate | str]) -> list[GateResult]:
     results = []
     for gate in [g if isinstance(g, Gate) else parse_gate(g) for g in gates]:
         for run in runs(doc):
-            if gate.metric in RELATIVE and run["label"] == doc.get("reference"):
+            if get_metric(gate.metric).against in REPORT_AGAINST and run["label"] == doc.get("reference"):
                 continue
             entry = run["metrics"].get(gate.metric)
             if gate.level is not None and entry is not None:

@@ -13,8 +13,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
-from memaudit.probes.registry import get_metric
-from memaudit.report.compare import PARETO_X, PARETO_Y
+from memaudit.probes.registry import get_metric, pareto_axes
 from memaudit.report.document import level_name, levels, not_comparable, runs, value
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
@@ -60,6 +59,7 @@ def colours(doc: dict) -> dict[str, str]:
 
 def tradeoff_svg(doc: dict) -> str | None:
     """Memorization against capability, one panel per memorization reading, Pareto front marked."""
+    PARETO_X, PARETO_Y = pareto_axes()
     points = {
         y: [
             (run, run["metrics"][PARETO_X], run["metrics"][y])
@@ -106,7 +106,9 @@ def tradeoff_svg(doc: dict) -> str | None:
         return _svg(fig)
 
 
-def by_repeats_svg(doc: dict, metrics: tuple[str, ...] = ("extraction.exact_rate", PARETO_Y[0])) -> str | None:
+def by_repeats_svg(
+    doc: dict, metrics: tuple[str, ...] = ("extraction.exact_rate", "memorization.member_loss")
+) -> str | None:
     """Each metric by repeat level (times a sequence occurred in training), one line per model."""
     lvls = levels(doc)
     shown = [m for m in metrics if any(run["metrics"].get(m, {}).get("by_repeats") for run in runs(doc))]

@@ -1,0 +1,95 @@
+"""What a metric is computed from, and the few ways metrics aggregate it. A scan hands every
+metric of the registry the same `MetricInputs` (its per-sequence rows, its validation losses,
+its probe suite, the metrics computed so far and other models' metrics), so a metric's
+computation is one small function of it. Nothing here imports torch: the rows are plain dicts
+(`metrics.sequence_row` makes them), so tests build them by hand."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from memaudit.probes.config import ScanConfig
+from memaudit.probes.stats import Statistic, mean, summarize
+
+
+@dataclass
+class MetricInputs:
+    """One model's scan, as the metrics read it.
+
+    `rows`: one dict per audited sequence (keys `kind`, `repeats`, `member`, `loss`, the
+    extraction verdicts, `mia_<attack>`, `exposure` ...). `valid`: per clean validation document,
+    its total NLL in nats and its token count. `others`: other models' metrics by their role
+    (`reference`, `retrained`, `standard`; see `registry.AGAINST`). `computed`: the metrics
+    computed so far, in registry order, so a metric may build on an earlier one."""
+
+    rows: Sequence[dict] = ()
+    valid: Sequence[tuple[float, int]] = ()
+    config: ScanConfig = field(default_factory=ScanConfig)
+    others: Mapping[str, dict] = field(default_factory=dict)
+    computed: dict[str, dict] = field(default_factory=dict)
+
+    @cached_property
+    def text(self) -> list[dict]:
+        """Members and held-out texts; canaries are kept out (a short, templated population of their own)."""
+        return [r for r in self.rows if r["kind"] != "canary"]
+
+    @cached_property
+    def members(self) -> list[dict]:
+        return [r for r in self.text if r["member"]]
+
+    @cached_property
+    def nonmembers(self) -> list[dict]:
+        return [r for r in self.text if not r["member"]]
+
+    @cached_property
+    def canaries(self) -> list[dict]:
+        """Canaries whose exposure was measured."""
+        return [r for r in self.rows if r["kind"] == "canary" and "exposure" in r]
+
+    @cached_property
+    def levels(self) -> list[int]:
+        """Repeat levels of the text rows (0 = held-out non-members)."""
+        return sorted({r["repeats"] for r in self.text})
+
+    @staticmethod
+    def values(rows: Sequence[dict], key: str) -> np.ndarray:
+        """`key` of every row that has it, as floats (booleans count 0/1)."""
+        return np.array([float(r[key]) for r in rows if key in r])
+
+    @staticmethod
+    def at_level(rows: Sequence[dict], level: int) -> list[dict]:
+        return [r for r in rows if r["repeats"] == level]
+
+    def summary(self, samples: Sequence[np.ndarray], statistic: Statistic) -> dict:
+        """{value, n, ci95} with the suite's bootstrap resamples and seed."""
+        return summarize(samples, statistic, n_boot=self.config.bootstrap, seed=self.config.seed)
+
+    def mean_by_level(self, key: str, rows: Sequence[dict], by_level: bool = True) -> dict:
+        """The mean of `key` over `rows` as the headline, and over every text row of each repeat
+        level (so level 0 shows the held-out baseline beside the member levels)."""
+        out = self.summary([self.values(rows, key)], mean)
+        if by_level:
+            split = {str(lv): self.values(self.at_level(self.text, lv), key) for lv in self.levels}
+            out["by_repeats"] = {lv: self.summary([v], mean) for lv, v in split.items() if len(v)}
+        return out
+
+
+def relative(entry: dict, ref: dict, f: Callable[[float, float], float]) -> dict:
+    """f(this model's value, the reference's value), headline and level by level. The reference is
+    held fixed: the interval is this model's interval mapped through f. Levels the reference
+    lacks, or where f is not finite, are left out."""
+
+    def one(e: dict, r: dict) -> dict:
+        out = {"value": f(e["value"], r["value"]), "n": e["n"]}
+        if "ci95" in e:
+            out["ci95"] = sorted(f(x, r["value"]) for x in e["ci95"])
+        return out
+
+    ref_levels = ref.get("by_repeats", {})
+    levels = {lv: one(e, ref_levels[lv]) for lv, e in entry.get("by_repeats", {}).items() if lv in ref_levels}
+    return {**one(entry, ref), "by_repeats": {lv: v for lv, v in levels.items() if math.isfinite(v["value"])}}
