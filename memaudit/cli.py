@@ -673,5 +673,32 @@ def demo(out: Path, quick: bool) -> None:
     run_demo(out, quick=quick)
 
 
+@main.command("metrics")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="GROUP",
+    help="Only this group: memorization, extraction, privacy or capability. Repeatable.",
+)
+@click.option("--markdown", is_flag=True, help="Print Markdown: the text of docs/metrics.md.")
+def metrics_list(groups: tuple[str, ...], markdown: bool) -> None:
+    """List every metric memaudit reports, from its registry: name, direction (↑ higher is better,
+    ↓ lower, →x closer to x), group, meaning, and its role (headline, leak rule, Pareto axis,
+    the model it needs).
+
+    \b
+    Examples:
+      memaudit metrics --group privacy
+      memaudit metrics --markdown > docs/metrics.md
+    """
+    from memaudit.probes.listing import metrics_markdown, print_metrics
+
+    if markdown:
+        click.echo(metrics_markdown(groups), nl=False)
+    else:
+        print_metrics(groups)
+
+
 if __name__ == "__main__":
     main()
