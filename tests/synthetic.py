@@ -76,6 +76,7 @@ def results(
     seed: int = 0,
     *,
     sink_mode: str | None = None,
+    path: str | None = None,
     audit: str = "audit-a",
     reference: dict | None = None,
 ) -> dict:
@@ -86,7 +87,7 @@ def results(
         "memaudit_version": "0.1.0",
         "created": "2026-01-01T00:00:00+00:00",
         "model": {
-            "path": f"/models/{kind}{'-' + sink_mode if sink_mode else ''}",
+            "path": path or f"/models/{kind}",
             "sha256": f"{seed:02d}" * 32,
             "kind": kind,
             "arch": "gpt2-1m",

@@ -1,9 +1,14 @@
 """report.html in a real browser (headless Chromium through chromedriver): no console errors,
-tables and charts render, the sorter sorts, and audit text that looks like HTML stays text: no
-script in it runs. Skipped where Chromium is not installed (CI installs it)."""
+tables and charts render, the sorter sorts, audit text that looks like HTML stays text (no
+script in it runs), and at 1400 px the page fits the window and leads with the answer (the
+verdict and charts before the full tables). Full-page screenshots are kept under pytest's tmp
+dir and, when MEMAUDIT_ARTIFACTS names a dir, there too. Skipped where Chromium is not
+installed (CI installs it)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from memaudit.report.compare import compare_runs
 from memaudit.report.render import write_report
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+WIDTH = 1400  # a laptop browser window: the report must fit it without scrolling sideways
 if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
     pytest.skip(
         "needs headless Chromium: apt-get install chromium chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)",
@@ -49,7 +55,7 @@ def browser(tmp_path_factory):
         "--disable-sync",
         "--no-first-run",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-        "--window-size=1280,2000",
+        f"--window-size={WIDTH},2000",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -107,12 +113,46 @@ def test_clicking_a_header_sorts_the_sequences(page):
     assert shown == sorted(shown)
 
 
-def test_screenshot_is_not_blank(page, tmp_path):
+def screenshot(page, path: Path) -> Path:
+    """The whole page at WIDTH px, kept as a test artifact (also in $MEMAUDIT_ARTIFACTS if set)."""
     height = page.execute_script("return document.documentElement.scrollHeight")
-    page.set_window_size(1280, min(height, 9000))
-    shot = tmp_path / "report.png"
-    assert page.save_screenshot(str(shot))
-    image = Image.open(shot).convert("RGB")
+    page.set_window_size(WIDTH, min(height, 9000))
+    assert page.save_screenshot(str(path))
+    if os.environ.get("MEMAUDIT_ARTIFACTS"):
+        Path(os.environ["MEMAUDIT_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["MEMAUDIT_ARTIFACTS"]) / path.name)
+    page.set_window_size(WIDTH, 2000)
+    return path
+
+
+# Whether anything sticks out sideways: the document, or a table past the body's content box.
+OVERFLOW = """
+const d = document.documentElement, right = document.body.getBoundingClientRect().right;
+const tables = Array.from(document.querySelectorAll("table")).filter(t => t.getBoundingClientRect().right > right + 1);
+return {scroll: d.scrollWidth, client: d.clientWidth, tables: tables.map(t => t.id || t.className)};
+"""
+
+
+def assert_fits_and_leads_with_the_answer(page) -> None:
+    page.set_window_size(WIDTH, 2000)
+    for opened in (False, True):  # the details too, opened
+        page.execute_script(f"document.querySelectorAll('details').forEach(d => d.open = {str(opened).lower()})")
+        fit = page.execute_script(OVERFLOW)
+        assert fit["scroll"] <= fit["client"] and not fit["tables"], (opened, fit)
+    top = "return document.querySelector(arguments[0]).getBoundingClientRect().top + window.scrollY"
+    order = ["#verdict", "#tradeoff svg", "#headline", "#metrics", "#sequences", "#models"]
+    tops = [page.execute_script(top, selector) for selector in order]
+    assert tops == sorted(tops), dict(zip(order, tops))  # the answer first, the details after
+    page.execute_script("document.querySelectorAll('details').forEach(d => d.open = false)")
+
+
+def test_the_page_fits_1400_px_and_leads_with_the_answer(page, tmp_path):
+    assert_fits_and_leads_with_the_answer(page)
+    screenshot(page, tmp_path / "report.png")
+
+
+def test_screenshot_is_not_blank(page, tmp_path):
+    image = Image.open(screenshot(page, tmp_path / "report.png")).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20)
     assert len(colours) > 200  # text, table shading, several chart colours
     white = max(count for count, rgb in colours if rgb == (255, 255, 255))
@@ -124,4 +164,6 @@ def test_the_demo_report_renders_without_errors(browser, quick_demo, tmp_path):
     assert [entry["message"] for entry in browser.get_log("browser")] == []
     assert len(browser.find_elements(By.CSS_SELECTOR, "#sequences tbody tr")) >= 24  # members, held-out, canaries
     assert len(browser.find_elements(By.CSS_SELECTOR, ".chart svg")) == 3
-    test_screenshot_is_not_blank(browser, tmp_path)
+    assert_fits_and_leads_with_the_answer(browser)
+    image = Image.open(screenshot(browser, tmp_path / "demo-report.png")).convert("RGB")
+    assert len(image.getcolors(maxcolors=1 << 20)) > 200

@@ -21,6 +21,7 @@ from memaudit.report.compare import compare_runs, pareto_front
 from memaudit.report.console import print_report
 from memaudit.report.gate import evaluate_gates, write_junit
 from memaudit.report.render import markdown, write_report, write_run
+from memaudit.report.verdict import verdicts
 
 OUTPUTS = ["report.html", "results.json", "sequences.csv", "summary.csv", "summary.md"]
 PAYLOAD = '<script>document.title="PWNED";window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -144,8 +145,10 @@ def test_comparative_report_files(three_runs, tmp_path):
     sequences = pd.read_csv(out / "sequences.csv")
     assert len(sequences) == 3 * 9 and sequences.columns[0] == "model"
     page = (out / "report.html").read_text()
-    for section in ("Models", "Metrics", "Memorization vs capability", "By repeat level", "Membership inference"):
-        assert f"<h2>{section}</h2>" in page
+    sections = ["Verdict", "Memorization vs capability", "Headline numbers", "Metrics", "By repeat level"]
+    sections += ["Membership inference", "Sequences", "Models"]
+    positions = [page.index(f"<h2>{section}</h2>") for section in sections]
+    assert positions == sorted(positions)  # the answer first, provenance last
     assert page.count("<svg") >= 3 and 'id="sequences"' in page
     assert "| memorization.gap_closed | →1 |" in (out / "summary.md").read_text()
 
@@ -214,7 +217,53 @@ def test_pareto_front_in_the_document(three_runs):
     assert fronts["extraction.exact_rate"] == ["standard", "memsink (sinks off)"]
     assert doc["pareto"]["excluded_kinds"] == ["no-repeats"]
     page = write_report(doc, three_runs[0].parent / "r") / "report.html"
-    assert "Front for <code>extraction.exact_rate</code>: <b>standard, memsink (sinks off)</b>" in page.read_text()
+    assert "On the Pareto front of valid loss vs exact @top: standard, memsink (sinks off)." in page.read_text()
+
+
+def test_verdicts_name_the_leaking_models_and_why(three_runs, tmp_path, capsys):
+    quiet = write_fake_run(tmp_path, "quiet", kind="unlearned", member=3.0, valid=4.3, exact=0.0, leak=False)
+    doc = compare_runs([*three_runs, quiet])
+    for run in doc["runs"]:  # a membership attack at chance for the two models that do not extract
+        if run["label"] in ("no-repeats", "unlearned"):
+            run["metrics"]["privacy.mia.loss.auc"] |= {"value": 0.52, "ci95": [0.4, 0.64]}
+    found = {v.label: v for v in verdicts(doc)}
+    assert [e.metric.name for e in found["standard"].evidence] == ["extraction.exact_rate", "privacy.mia.loss.auc"]
+    assert [e.metric.name for e in found["memsink (sinks off)"].evidence] == ["privacy.mia.loss.auc"]
+    assert not found["no-repeats"].leaks and not found["no-repeats"].candidate
+    assert not found["unlearned"].leaks and found["memsink (sinks off)"].fronts
+    md = markdown(doc)
+    assert md.index("**standard** leaks: `extraction.exact_rate 0.500") < md.index("| model | member loss ↑")
+    assert "- **no-repeats**: no leak found (the oracle" in md
+    page = write_report(doc, tmp_path / "r").joinpath("report.html").read_text()
+    verdict = page[page.index('id="verdict"') : page.index("</ul>", page.index('id="verdict"'))]
+    assert verdict.count('class="leaks"') == 2 and verdict.count('class="clean"') == 2
+    print_report(doc)
+    assert "standard !" in capsys.readouterr().out
+
+
+def test_chart_labels_never_overlap():
+    """Crowded and identical points (a removed-sinks model scores exactly like sinks off): every
+    label gets a box of its own, clear of every point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from memaudit.report.plots import place_labels
+
+    points = [("memsink (sinks off)", 4.1, 3.5), ("memsink-removed", 4.1, 3.5), ("unlearned npo", 4.101, 3.49)]
+    points += [("standard", 4.25, 2.2), ("memsink (sinks own)", 4.26, 2.1), ("no-repeats", 4.0, 4.0)]
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([p[1] for p in points], [p[2] for p in points], "o")
+    ax.margins(0.2)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    place_labels(ax, renderer, points)
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(points)
+    for i, a in enumerate(boxes):
+        assert all(not a.overlaps(b) for b in boxes[i + 1 :]), [t.get_text() for t in ax.texts]
+        for _, x, y in points:
+            assert not a.contains(*ax.transData.transform((x, y)))
 
 
 def _forms(text: str) -> set[str]:

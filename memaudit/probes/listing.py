@@ -98,7 +98,7 @@ def role(m: Metric) -> str:
         where = " (at the top repeat level)" if m.headline.top_level else ""
         parts.append(f'headline "{m.headline.label}"{where}')
         if m.headline.leak:
-            parts.append(m.headline.leak.describe(m.higher_is_better))
+            parts.append(f"leaks when {m.headline.leak.describe(m.higher_is_better)}")
     if m.pareto:
         parts.append(f"Pareto {m.pareto} axis")
     if m.against:

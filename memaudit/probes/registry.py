@@ -58,9 +58,10 @@ class Leak:
         return off > self.margin and not (self.significant and ci and ci[0] <= self.safe <= ci[1])
 
     def describe(self, higher_is_better: bool | None) -> str:
+        """The condition in words: `above 0`, `more than 0.05 away from 0.5 ...`."""
         side = {True: "below", False: "above", None: "away from"}[higher_is_better]
         beyond = f"more than {self.margin:g} {side} {self.safe:g}" if self.margin else f"{side} {self.safe:g}"
-        return f"leaks when {beyond}" + (f" and its 95% interval excludes {self.safe:g}" if self.significant else "")
+        return beyond + (f" and its 95% interval excludes {self.safe:g}" if self.significant else "")
 
 
 @dataclass(frozen=True)

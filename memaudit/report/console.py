@@ -3,25 +3,20 @@ verdicts, and warnings (on stderr, so a piped stdout stays clean)."""
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memaudit.report.document import levels, runs
+from memaudit.report.document import levels, metric_names, runs, value
 from memaudit.report.gate import GateResult
 from memaudit.report.render import arrow, fmt
-
-HEADLINE = (
-    "memorization.member_loss",
-    "memorization.nonmember_loss",
-    "memorization.loss_gap",
-    "extraction.exact_rate",
-    "extraction.token_match",
-    "capability.valid_loss",
-)
+from memaudit.report.verdict import headline_columns, headline_entry, verdicts
 
 
 def print_summary(results: dict, console: Console | None = None) -> None:
+    """One scan: every metric (headline ones in bold, in registry order) with its value at each
+    repeat level, then the verdict: does the model leak, and by which rule."""
     console = console or Console()
     model = results["model"]
     title = f"{model['path']} ({model['kind']}{', sinks ' + model['sink_mode'] if model.get('sink_mode') else ''})"
@@ -29,53 +24,52 @@ def print_summary(results: dict, console: Console | None = None) -> None:
     lvls = levels(results)
     for col in ["metric", "", "value", *[f"×{lv}" for lv in lvls]]:
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for name, m in results["metrics"].items():
+    headline = {m.name for m in headline_columns(results)}
+    for name in metric_names(results):
+        m = results["metrics"][name]
         by = m.get("by_repeats", {})
-        table.add_row(name, arrow(name, m), fmt(m["value"]), *[fmt(by[lv]["value"]) if lv in by else "" for lv in lvls])
+        shown = f"[bold]{escape(name)}[/]" if name in headline else escape(name)
+        table.add_row(
+            shown, arrow(name, m), fmt(m["value"]), *[fmt(by[lv]["value"]) if lv in by else "" for lv in lvls]
+        )
     console.print(table)
-
-
-# The headline columns of a comparison: short name -> metric (at the top repeat level if "@top").
-COMPARISON = {
-    "member loss": "memorization.member_loss",
-    "exact @top": "extraction.exact_rate@top",
-    "MIA AUC": "privacy.mia.loss.auc",
-    "valid loss": "capability.valid_loss",
-    "gap closed": "memorization.gap_closed",
-    "Δ valid": "capability.degradation",
-}
-
-
-def _headline(results: dict, name: str) -> str:
-    base, _, at = name.partition("@")
-    entry = results["metrics"].get(base)
-    if entry is None:
-        return "–"
-    if at == "top":
-        levels = entry.get("by_repeats", {})
-        return fmt(levels[max(levels, key=int)]["value"]) if levels else "–"
-    return fmt(entry["value"])
+    (verdict,) = verdicts(results)
+    if verdict.leaks:
+        console.print("[bold red]leaks:[/] " + "; ".join(escape(str(e)) for e in verdict.evidence))
+    else:
+        console.print("[bold green]no leak found[/] by the headline leak rules (`memaudit metrics`)")
 
 
 def print_comparison(doc: dict, console: Console | None = None) -> None:
-    """One row per model, the headline numbers as columns (narrow enough for 80 columns);
-    models on a Pareto front of memorization vs capability are starred."""
+    """One row per model, the registry's headline numbers as columns (each as wide as its
+    numbers, the header wrapping above them, so that a long model label fits 80 columns);
+    models that leak are marked !, models on a Pareto front of memorization vs capability *."""
     console = console or Console()
-    present = {name for run in runs(doc) for name in run["metrics"]}
-    columns = {short: name for short, name in COMPARISON.items() if name.partition("@")[0] in present}
-    on_front = {label for front in doc.get("pareto", {}).get("fronts", {}).values() for label in front}
-    table = Table(title="memaudit: memorization vs capability", title_justify="left")
-    table.add_column("model", no_wrap=True)
-    for short, name in columns.items():
-        table.add_column(f"{short} {arrow(name.partition('@')[0])}", justify="right")
-    for run in runs(doc):
-        star = " [bold]*[/]" if run.get("label") in on_front else ""
-        table.add_row(
-            escape(run.get("label", run["model"]["path"])) + star, *[_headline(run, n) for n in columns.values()]
-        )
+    columns = headline_columns(doc)
+    table = Table(
+        title="memaudit: memorization vs capability",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0, 0, 1),
+        pad_edge=False,
+    )
+    rows = [
+        [fmt(value(headline_entry(run["metrics"], m))) for m in columns] + [run.get("label", run["model"]["path"])]
+        for run in runs(doc)
+    ]
+    table.add_column("model")
+    for i, m in enumerate(columns):
+        header = f"{m.headline.label} {m.arrow}"  # type: ignore[union-attr]
+        width = max(*(len(word) for word in header.split()), *(len(row[i]) for row in rows))
+        table.add_column(header, justify="right", width=width)
+    for row, v in zip(rows, verdicts(doc)):
+        marks = (" [bold red]![/]" if v.leaks else "") + (" [bold]*[/]" if v.fronts else "")
+        table.add_row(escape(row[-1]) + marks, *row[:-1])
     console.print(table)
-    if on_front:
-        console.print("* on a Pareto front of memorization vs validation loss (see the report)")
+    if any(v.leaks for v in verdicts(doc)):
+        console.print("! leaks: a headline metric trips its leak rule (`memaudit metrics` lists the rules)")
+    if any(v.fronts for v in verdicts(doc)):
+        console.print("* on a Pareto front of memorization vs capability (see the report)")
 
 
 def print_report(doc: dict, console: Console | None = None) -> None:

@@ -7,13 +7,19 @@ import io
 import math
 
 import numpy as np
-from matplotlib import colormaps, rc_context
+from matplotlib import colormaps, rc_context, rcParams
 from matplotlib.axes import Axes
+from matplotlib.backend_bases import RendererBase
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 from sklearn.metrics import auc, roc_curve
 
 from memaudit.probes.registry import get_metric, pareto_axes
+from memaudit.report.compare import NOT_CANDIDATES
 from memaudit.report.document import level_name, levels, not_comparable, runs, value
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
@@ -58,58 +64,128 @@ def colours(doc: dict) -> dict[str, str]:
 
 
 def tradeoff_svg(doc: dict) -> str | None:
-    """Memorization against capability, one panel per memorization reading, Pareto front marked."""
-    PARETO_X, PARETO_Y = pareto_axes()
+    """Memorization against capability (the registry's Pareto axes), one panel per memorization
+    axis, the Pareto front ringed and joined; every model labelled, no label over another."""
+    x, ys = pareto_axes()
     points = {
         y: [
-            (run, run["metrics"][PARETO_X], run["metrics"][y])
+            (run, run["metrics"][x], run["metrics"][y])
             for run in runs(doc)
-            if value(run["metrics"].get(PARETO_X)) is not None and value(run["metrics"].get(y)) is not None
+            if value(run["metrics"].get(x)) is not None and value(run["metrics"].get(y)) is not None
         ]
-        for y in PARETO_Y
+        for y in ys
     }
     points = {y: rows for y, rows in points.items() if len(rows) > 1}
     if not points:
         return None
-    colour = colours(doc)
     with rc_context(_RC | {"svg.hashsalt": "tradeoff"}):
-        fig = Figure(figsize=(5.2 * len(points), 4.0), layout="constrained")
-        for ax, (y, rows) in zip(fig.subplots(1, len(points), squeeze=False)[0], points.items()):
-            front = doc.get("pareto", {}).get("fronts", {}).get(y, [])
-            for run, ex, ey in rows:
-                hollow = {PARETO_X, y} & not_comparable(doc, run["label"])
-                ax.errorbar(
-                    value(ex),
-                    value(ey),
-                    xerr=_errors([ex]),
-                    yerr=_errors([ey]),
-                    fmt="o",
-                    ms=7,
-                    color=colour[run["label"]],
-                    mfc="white" if hollow else colour[run["label"]],
-                    ecolor=colour[run["label"]],
-                    elinewidth=0.8,
-                    alpha=0.9,
-                )
-                ax.annotate(run["label"], (value(ex), value(ey)), xytext=(6, 5), textcoords="offset points")
-            # in x order, so the dashed line walks along the front
-            on_front = sorted((value(ex), value(ey)) for run, ex, ey in rows if run["label"] in front)
-            if on_front:
-                xs, ys = zip(*on_front)
-                ax.plot(xs, ys, "--", color="#444", lw=1, zorder=0, label="Pareto front")
-                ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="#444", lw=1.2)
-                ax.legend(loc="best", frameon=False)
-            ax.set_xlabel(_axis_label(PARETO_X))
-            ax.set_ylabel(_axis_label(y))
-            ax.set_title(f"on the front: {', '.join(front) or '–'}", fontsize=9, loc="left")
-            ax.grid(alpha=0.3)
+        fig = Figure(figsize=(6.2 * len(points), 4.4), layout="constrained")
+        panels = list(zip(fig.subplots(1, len(points), squeeze=False)[0], points.items()))
+        for ax, (y, rows) in panels:
+            _tradeoff_panel(ax, doc, x, y, rows)
+        fig.legend(handles=_tradeoff_legend(doc), loc="outside upper center", ncols=2, frameon=False)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()  # the layout, so that label placement sees the final axes
+        for ax, (_, rows) in panels:
+            place_labels(ax, renderer, [(run["label"], value(ex), value(ey)) for run, ex, ey in rows])
         return _svg(fig)
 
 
-def by_repeats_svg(
-    doc: dict, metrics: tuple[str, ...] = ("extraction.exact_rate", "memorization.member_loss")
-) -> str | None:
-    """Each metric by repeat level (times a sequence occurred in training), one line per model."""
+def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, dict, dict]]) -> None:
+    colour = colours(doc)
+    front = doc.get("pareto", {}).get("fronts", {}).get(y, [])
+    for run, ex, ey in rows:
+        hollow = {x, y} & not_comparable(doc, run["label"])
+        ax.errorbar(
+            value(ex),
+            value(ey),
+            xerr=_errors([ex]),
+            yerr=_errors([ey]),
+            fmt="D" if run["model"].get("kind") in NOT_CANDIDATES else "o",
+            ms=7,
+            color=colour[run["label"]],
+            mfc="white" if hollow else colour[run["label"]],
+            ecolor=colour[run["label"]],
+            elinewidth=0.8,
+            alpha=0.9,
+        )
+    # in x order, so the dashed line walks along the front
+    on_front = sorted((value(ex), value(ey)) for run, ex, ey in rows if run["label"] in front)
+    if on_front:
+        xs, ys = zip(*on_front)
+        ax.plot(xs, ys, "--", color="#444", lw=1, zorder=0)
+        ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="#444", lw=1.2)
+    ax.margins(x=0.22, y=0.16)  # room for the labels inside the axes
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel(_axis_label(y))
+    ax.grid(alpha=0.3)
+
+
+def _tradeoff_legend(doc: dict) -> list[Line2D]:
+    """What the marks mean (the models are labelled on the points)."""
+    handles = [Line2D([], [], ls="--", color="#444", marker="o", ms=11, mfc="none", label="Pareto front")]
+    if any(run["model"].get("kind") in NOT_CANDIDATES for run in runs(doc)):
+        handles.append(Line2D([], [], ls="", color="#666", marker="D", ms=6, label="oracle: the target, not a method"))
+    return handles
+
+
+# Label spots around a point, in order of preference: (x, y) sides of the point (0: centred),
+# the label's own width and height accounted for below. Diagonals first, so a label stays off
+# the point's error bars.
+_SPOTS = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+_RINGS_PT = (6, 16, 28, 42)  # gaps between a point and its label, in points
+_MARKER_PT = 7  # half the size of a point with its Pareto ring
+
+
+def place_labels(ax: Axes, renderer: RendererBase, points: list[tuple[str, float, float]]) -> None:
+    """Labels every point without covering another label or point (greedy, in order): each
+    takes the first free spot around its point, nearest ring first, inside the axes; where no
+    spot is free it takes the one that overlaps least, joined to its point by a thin line."""
+    px = ax.figure.dpi / 72
+    centres = [tuple(ax.transData.transform((x, y))) for _, x, y in points]
+    r = _MARKER_PT * px
+    taken = [Bbox.from_extents(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
+    area = ax.get_window_extent(renderer)
+    font = FontProperties(size=rcParams["font.size"])
+    for (label, x, y), (cx, cy) in zip(points, centres):
+        w, h, _ = renderer.get_text_width_height_descent(label, font, ismath=False)
+        w, h = w + 2 * px, h + 2 * px  # a little air, and room for a browser font a little wider
+        best = None
+        for ring, gap in enumerate(_RINGS_PT):
+            for sx, sy in _SPOTS:
+                g = gap * px + (r if ring == 0 else 0)
+                x0 = cx + (g if sx > 0 else -g - w if sx < 0 else -w / 2)
+                y0 = cy + (g if sy > 0 else -g - h if sy < 0 else -h / 2)
+                box = Bbox.from_bounds(x0, y0, w, h)
+                cost = sum(_overlap(box, t) for t in taken) + w * h - _overlap(box, area)
+                cost = 0.0 if cost < 0.5 else cost  # overlaps and spill in square pixels; less is rounding
+                if best is None or cost < best[0]:
+                    best = (cost, box, ring)
+            if best[0] == 0:
+                break
+        _, box, ring = best
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=((box.x0 - cx) / px, (box.y0 - cy) / px + 1),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=rcParams["font.size"],
+            arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6, "shrinkA": 0, "shrinkB": 4} if ring else None,
+        ).set_in_layout(False)
+        taken.append(box)
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    """Area of the intersection of two boxes (0 when apart)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def by_repeats_svg(doc: dict) -> str | None:
+    """The registry's memorization axes by repeat level (times a sequence occurred in training),
+    one line per model."""
+    metrics = pareto_axes()[1]
     lvls = levels(doc)
     shown = [m for m in metrics if any(run["metrics"].get(m, {}).get("by_repeats") for run in runs(doc))]
     if not lvls or not shown:

@@ -13,12 +13,12 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, atomic_write_text
-from memaudit.probes.registry import Metric, get_metric
+from memaudit.probes.registry import is_swept, known
 from memaudit.report import plots
 from memaudit.report.document import is_comparison, level_name, levels, metric_names, not_comparable, runs, value
 from memaudit.report.gate import GateResult, gate_markdown
+from memaudit.report.verdict import front_sentences, headline_columns, headline_entry, leak_rules, verdicts
 
 SEQUENCE_COLUMNS = [
     "model",
@@ -36,17 +36,9 @@ SEQUENCE_COLUMNS = [
 ]
 
 
-def _known(name: str) -> Metric | None:
-    """The registry's entry, None for a metric this version does not know (a newer scan's)."""
-    try:
-        return get_metric(name)
-    except MemauditError:
-        return None
-
-
 def arrow(name: str, entry: dict | None = None) -> str:
     """↑ higher is better, ↓ lower, →x closer to x; from the registry, else from the entry."""
-    m = _known(name)
+    m = known(name)
     return m.arrow if m else {True: "↑", False: "↓"}.get((entry or {}).get("higher_is_better"), "·")
 
 
@@ -111,9 +103,9 @@ def sequences_frame(doc: dict) -> pd.DataFrame:
     return frame[[c for c in SEQUENCE_COLUMNS if c in frame] + [c for c in frame if c not in SEQUENCE_COLUMNS]]
 
 
-def _headline(names: list[str]) -> list[str]:
+def _detail_names(names: list[str]) -> list[str]:
     """Without the prefix sweep (`...@P8`): the sweep has its own table."""
-    return [n for n in names if "@P" not in n]
+    return [n for n in names if not is_swept(n)]
 
 
 def _md(text: object) -> str:
@@ -134,61 +126,98 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _verdict_lines(doc: dict) -> list[str]:
+    """The answer in Markdown: each model's leak verdict with its evidence, then the Pareto fronts."""
+    lines = []
+    for v in verdicts(doc):
+        if v.leaks:
+            lines.append(f"- **{_md(v.label)}** leaks: " + "; ".join(f"`{_md(e)}`" for e in v.evidence))
+        else:
+            note = "" if v.candidate else " (the oracle: the target, not a removal method)"
+            lines.append(f"- **{_md(v.label)}**: no leak found{note}")
+    lines.append("\nA model leaks when " + "; or ".join(f"`{name}` is {rule}" for name, rule in leak_rules()) + ".")
+    fronts = front_sentences(doc)
+    if fronts:
+        lines[-1] += " On a Pareto front of capability vs memorization: " + "; ".join(map(_md, fronts)) + "."
+    return lines
+
+
+def _headline_markdown(doc: dict) -> str:
+    """Model x headline metric, the values every summary leads with (★: on a Pareto front)."""
+    columns = headline_columns(doc)
+    on_front = {v.label for v in verdicts(doc) if v.fronts}
+    rows = []
+    for run in runs(doc):
+        cells = []
+        for m in columns:
+            entry = headline_entry(run["metrics"], m)
+            mark = " †" if m.name in not_comparable(doc, run["label"]) else ""
+            cells.append("–" if entry is None else f"{fmt(entry['value'])}{mark}")
+        rows.append([_md(run["label"]) + (" ★" if run["label"] in on_front else ""), *cells])
+    return _md_table(["model", *(f"{m.headline.label} {m.arrow}" for m in columns)], rows)  # type: ignore[union-attr]
+
+
+def _provenance_markdown(doc: dict) -> list[str]:
+    rows = [
+        [
+            _md(run["label"]),
+            run["model"]["kind"],
+            f"`{_md(run['model']['path'])}`",
+            run["model"].get("sink_mode") or "–",
+            (run.get("data", {}).get("audit_sha256") or "–")[:10],
+        ]
+        for run in runs(doc)
+    ]
+    reference = f"Reference model: **{_md(doc['reference'])}**." if doc.get("reference") else "No reference model."
+    return ["Models:", _md_table(["model", "kind", "path", "sinks", "audit set"], rows), reference]
+
+
 def markdown(doc: dict) -> str:
-    """The headline tables for a CI job summary or a pull request: metrics by model, repeat
-    levels, the Pareto front, gates. Sequence texts are never in it."""
+    """The summary for a CI job or a pull request, leading with the answer: which models leak and
+    which are on a Pareto front, the gates, the headline numbers; then every metric, repeat
+    levels and, for a comparison, the models. Sequence texts are never in it."""
     all_runs = runs(doc)
     blocks = [f"## {_title(doc)}"]
-    if is_comparison(doc):
-        rows = [
-            [
-                _md(run["label"]),
-                run["model"]["kind"],
-                f"`{_md(run['model']['path'])}`",
-                run["model"].get("sink_mode") or "–",
-                (run.get("data", {}).get("audit_sha256") or "–")[:10],
-            ]
-            for run in all_runs
-        ]
-        blocks.append(_md_table(["model", "kind", "path", "sinks", "audit set"], rows))
-        blocks.append(
-            f"Reference model: **{_md(doc['reference'])}**." if doc.get("reference") else "No reference model."
-        )
     notes = [f"> ⚠ {_md(w)}" for w in doc.get("warnings", [])]
     if doc.get("redacted"):
         notes.append("Audit texts are redacted (shown as keyed hashes).")
     blocks += ["\n".join(notes)] if notes else []
+    blocks.append("\n".join(_verdict_lines(doc)))
+    if doc.get("gates"):
+        blocks.append(gate_markdown([GateResult(**g) for g in doc["gates"]]).strip())
+    blocks.append(_headline_markdown(doc))
     rows = []
-    for name in _headline(metric_names(doc)):
+    for name in _detail_names(metric_names(doc)):
         cells = []
         for run in all_runs:
             m = run["metrics"].get(name)
             mark = " †" if name in not_comparable(doc, run["label"]) else ""
             cells.append("–" if m is None else f"{fmt(m['value'])}{f' ({_ci(m)})' if _ci(m) else ''}{mark}")
         rows.append([name, arrow(name), *cells])
+    blocks.append("All metrics:")
     blocks.append(_md_table(["metric", "dir", *(_md(run["label"]) for run in all_runs)], rows))
     if any(doc.get("comparability", {}).get("not_comparable", {}).values()):
         blocks.append("† measured on another audit set, data build or probe suite than the baseline: not comparable.")
     lvls = levels(doc)
     rows = [
         [name, _md(run["label"]), *(fmt(by[lv]["value"]) if lv in by else "–" for lv in lvls)]
-        for name in _headline(metric_names(doc))
-        if name.split(".")[0] in ("memorization", "extraction")
+        for name in _detail_names(metric_names(doc))
+        if run_group(name, all_runs) in ("memorization", "extraction")
         for run in all_runs
         if (by := run["metrics"].get(name, {}).get("by_repeats"))
     ]
     if rows:
         blocks.append("By repeat level (times in training; held-out = non-members):")
         blocks.append(_md_table(["metric", "model", *map(level_name, lvls)], rows))
-    pareto = doc.get("pareto", {})
-    blocks += [
-        f"Pareto front of {pareto['x']} vs {y}: {', '.join(map(_md, front))}."
-        for y, front in pareto.get("fronts", {}).items()
-        if front
-    ]
-    if doc.get("gates"):
-        blocks.append(gate_markdown([GateResult(**g) for g in doc["gates"]]).strip())
+    if is_comparison(doc):
+        blocks += _provenance_markdown(doc)
     return "\n\n".join(blocks) + "\n"
+
+
+def run_group(name: str, all_runs: list[dict]) -> str | None:
+    """A metric's group: the registry's, else what a run recorded (a metric a newer scan knows)."""
+    m = known(name)
+    return m.group if m else next((r["metrics"][name].get("group") for r in all_runs if name in r["metrics"]), None)
 
 
 def _csp_hash(script: str) -> str:
@@ -202,15 +231,13 @@ _env.filters["fmt"] = fmt
 _env.filters["csp_hash"] = _csp_hash
 
 
-def _best(doc: dict, name: str) -> set[str]:
-    """Labels holding the best comparable value of a metric (by its direction), if several runs."""
-    m = _known(name)
+def _best(doc: dict, name: str, entries: dict[str, dict | None]) -> set[str]:
+    """Labels holding the best comparable value (of several) of a metric, by its direction.
+    `entries`: each run's entry, by label (the headline view's, in the headline table)."""
+    m = known(name)
     vals = {
-        run["label"]: value(run["metrics"].get(name))
-        for run in runs(doc)
-        if name not in not_comparable(doc, run["label"])
+        lab: v for lab, e in entries.items() if (v := value(e)) is not None and name not in not_comparable(doc, lab)
     }
-    vals = {lab: v for lab, v in vals.items() if v is not None}
     if m is None or len(vals) < 2 or (m.higher_is_better is None and m.ideal is None):
         return set()
     score = {True: lambda v: -v, False: lambda v: v, None: lambda v: abs(v - m.ideal)}[m.higher_is_better]
@@ -218,27 +245,57 @@ def _best(doc: dict, name: str) -> set[str]:
     return {lab for lab, v in vals.items() if score(v) == top}
 
 
+def _cell(doc: dict, run: dict, name: str, entry: dict | None, best: set[str]) -> dict | None:
+    """What a table cell shows of one entry (None: not measured)."""
+    if entry is None:
+        return None
+    return {
+        "value": entry["value"],
+        "ci": _ci(entry),
+        "n": entry.get("n"),
+        "best": run["label"] in best,
+        "not_comparable": name in not_comparable(doc, run["label"]),
+    }
+
+
 def _metric_rows(doc: dict, names: list[str]) -> list[dict]:
+    """One row per metric, one cell per model (the full table and the sweep)."""
     rows = []
     for name in names:
-        best = _best(doc, name)
-        cells = []
-        for run in runs(doc):
-            m = run["metrics"].get(name)
-            cells.append(
-                None
-                if m is None
-                else {
-                    "value": m["value"],
-                    "ci": _ci(m),
-                    "n": m.get("n"),
-                    "best": run["label"] in best,
-                    "not_comparable": name in not_comparable(doc, run["label"]),
-                }
-            )
-        meta = _known(name)
-        rows.append({"name": name, "arrow": arrow(name), "meaning": meta.meaning if meta else "", "cells": cells})
+        meta = known(name)
+        entries = {run["label"]: run["metrics"].get(name) for run in runs(doc)}
+        best = _best(doc, name, entries)
+        cells = [_cell(doc, run, name, entries[run["label"]], best) for run in runs(doc)]
+        group = run_group(name, runs(doc))
+        rows.append(
+            {
+                "name": name,
+                "arrow": arrow(name),
+                "meaning": meta.meaning if meta else "",
+                "group": group,
+                "cells": cells,
+            }
+        )
     return rows
+
+
+def _headline_table(doc: dict) -> dict:
+    """The compact table: one row per model, one column per headline metric (its headline view),
+    the best comparable value marked, and each value that trips its leak rule."""
+    columns = headline_columns(doc)
+    shown = {m.name: {run["label"]: headline_entry(run["metrics"], m) for run in runs(doc)} for m in columns}
+    best = {name: _best(doc, name, entries) for name, entries in shown.items()}
+    on_front = {v.label for v in verdicts(doc) if v.fronts}
+    rows = []
+    for run in runs(doc):
+        cells = []
+        for m in columns:
+            cell = _cell(doc, run, m.name, shown[m.name][run["label"]], best[m.name])
+            if cell is not None:
+                cell["leak"] = m.name in run["metrics"] and m.leaks(run["metrics"][m.name])
+            cells.append(cell)
+        rows.append({"run": run, "cells": cells, "front": run["label"] in on_front})
+    return {"columns": columns, "rows": rows}
 
 
 def _sequence_rows(doc: dict) -> list[dict]:
@@ -251,7 +308,9 @@ def _sequence_rows(doc: dict) -> list[dict]:
 
 
 def html(doc: dict) -> str:
-    """One self-contained page (inline CSS, SVG and script; no external assets, no fetches)."""
+    """One self-contained page (inline CSS, SVG and script; no external assets, no fetches) that
+    leads with the answer: the verdict and the memorization-vs-capability charts, the headline
+    table; then the details: every metric, repeat levels, ROC, sweep, sequences, provenance."""
     names = metric_names(doc)
     charts = {
         "tradeoff": plots.tradeoff_svg(doc) if len(runs(doc)) > 1 else None,
@@ -263,13 +322,17 @@ def html(doc: dict) -> str:
         title=_title(doc).replace("`", ""),
         runs=runs(doc),
         comparison=is_comparison(doc),
-        metric_rows=_metric_rows(doc, _headline(names)),
-        sweep_rows=_metric_rows(doc, [n for n in names if "@P" in n]),
+        verdicts=verdicts(doc),
+        fronts=front_sentences(doc),
+        leak_rules=leak_rules(),
+        headline=_headline_table(doc),
+        metric_rows=_metric_rows(doc, _detail_names(names)),
+        sweep_rows=_metric_rows(doc, [n for n in names if is_swept(n)]),
         levels=levels(doc),
         level_name=level_name,
         level_rows=[
             (name, run["label"], run["metrics"][name]["by_repeats"])
-            for name in _headline(names)
+            for name in _detail_names(names)
             for run in runs(doc)
             if run["metrics"].get(name, {}).get("by_repeats")
         ],
