@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from accelerate.utils import gather_object
@@ -21,9 +21,10 @@ from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
 from memaudit.models.zoo import context_length
 from memaudit.parallel import process_state
+from memaudit.probes.config import ScanConfig
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
-from memaudit.probes.metrics import ScanConfig, compute_metrics, sequence_row
+from memaudit.probes.metrics import compute_metrics, sequence_row
 from memaudit.probes.scoring import ScoredSequence, score_sequences
 
 SCHEMA_VERSION = 1
@@ -81,6 +82,114 @@ def _continuations(
     return out
 
 
+@dataclass(frozen=True)
+class _AuditInput:
+    """What a scan audits: the rows, the clean validation texts, and where they came from."""
+
+    rows: list[dict]
+    valid_texts: list[str]
+    data_info: dict  # recorded as `data` in results.json
+    canary_spec: dict | None  # the data dir's canary template, for exposure
+
+
+def _audit_input(
+    data_dir: str | Path | None, audit_rows: list[dict] | None, valid_texts: list[str] | None
+) -> _AuditInput:
+    data_info: dict = {"audit_sha256": None}
+    spec = None
+    if data_dir is not None:
+        data = AuditSet.load(Path(data_dir))
+        audit_rows = data.audit
+        valid_texts = [r["text"] for r in data.valid] if valid_texts is None else valid_texts
+        data_info = {"dir": str(data_dir), "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json")}
+        spec = data.manifest.get("canary")
+    if not audit_rows:
+        raise MemauditError("nothing to audit: the audit set is empty")
+    data_info["audit_sha256"] = hashlib.sha256(json.dumps(sorted(r["doc_id"] for r in audit_rows)).encode()).hexdigest()
+    return _AuditInput(audit_rows, valid_texts or [], data_info, spec)
+
+
+def _set_sink_mode(loaded: LoadedModel, sinks_mode: str | None) -> str | None:
+    """The sink mode the scan runs in (a MemSink model defaults to `off`), None for other models."""
+    if loaded.sinks is not None:
+        loaded.sinks.mode = sinks_mode or "off"
+        return loaded.sinks.mode
+    if sinks_mode not in (None, "none"):
+        raise MemauditError(f"--sinks {sinks_mode}: {loaded.path} is not a MemSink model")
+    return None
+
+
+def _sequence_rows(
+    loaded: LoadedModel, audit: _AuditInput, tokens: list[list[int]], config: ScanConfig, reference: dict | None
+) -> tuple[list[dict], list[dict], list[list[int]]]:
+    """Every scored sequence's row (sequence_row), with the audit rows and tokens they came from
+    (sequences that scored no token are left out)."""
+    scored = score_tokens(loaded, tokens, [r["doc_id"] for r in audit.rows], config)
+    ref_loss = {r["doc_id"]: r["loss"] for r in reference["sequences"]} if reference else {}
+    exposures = {}
+    if audit.canary_spec and config.exposure_candidates:  # candidate secrets scored exactly like the audit set
+        exposures = canary_exposures(
+            [r for r in audit.rows if r["kind"] == "canary"],
+            audit.canary_spec,
+            lambda ts: score_texts(loaded, ts, [doc_id(t) for t in ts], config),
+            config.exposure_candidates,
+            config.seed,
+        )
+    kept = [(r, t, s) for r, t, s in zip(audit.rows, tokens, scored) if len(s) > 0]
+    seqs = [
+        sequence_row(
+            r, t, s, config, loaded.tokenizer, ref_loss=ref_loss.get(r["doc_id"]), exposure=exposures.get(r["doc_id"])
+        )
+        for r, t, s in kept
+    ]
+    return seqs, [r for r, _, _ in kept], [t for _, t, _ in kept]
+
+
+def _check_extractable(seqs: list[dict], config: ScanConfig) -> int:
+    """How many text sequences are too short for extraction; an error if all of them are."""
+    text = [r for r in seqs if r["kind"] != "canary"]
+    short = sum(1 for r in text if "exact" not in r)
+    if short == len(text):
+        raise MemauditError(
+            f"every audited sequence is shorter than prefix {config.prefix_len} + suffix {config.suffix_len} tokens; "
+            "audit longer texts or lower the prefix/suffix lengths"
+        )
+    return short
+
+
+def _add_generations(
+    loaded: LoadedModel, seqs: list[dict], rows: list[dict], tokens: list[list[int]], config: ScanConfig, emitted: bool
+) -> None:
+    """`emitted` (what greedy decoding says after each prefix, for reports to show) and, with
+    `sampling_trials`, `sampled_exact` (the sampling attack: does any of n samples give the
+    exact suffix?) on the rows, in place."""
+    if emitted:
+        for row, cont in zip(seqs, _continuations(loaded, rows, tokens, config)):
+            if cont is not None:
+                row["emitted"] = loaded.tokenizer.decode(cont[0])
+    if config.sampling_trials:
+        p, s = config.prefix_len, config.suffix_len
+        samples = _continuations(loaded, rows, tokens, config, samples=config.sampling_trials)
+        for row, seq, cont in zip(seqs, tokens, samples):
+            if cont is not None and row["kind"] != "canary":
+                row["sampled_exact"] = any(c == seq[p + 1 : p + s + 1] for c in cont)
+
+
+def _model_info(loaded: LoadedModel, sink_mode: str | None) -> dict:
+    """The results document's `model`: what was scanned, how, and its training record."""
+    meta, path = loaded.meta, Path(loaded.path)
+    return {
+        "path": str(loaded.path),
+        "sha256": sha256_dir(path) if path.is_dir() else sha256_file(path) if path.is_file() else None,
+        "kind": meta.get("kind", "external"),
+        "arch": meta.get("arch", type(loaded.model).__name__),
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "sink_mode": sink_mode,
+        "sinks": meta.get("sinks"),
+        "trained": {k: meta[k] for k in ("steps", "epochs", "tokens_seen", "seed") if k in meta},
+    }
+
+
 def scan(
     model: str | Path | LoadedModel,
     *,
@@ -93,100 +202,42 @@ def scan(
     reference: dict | None = None,
 ) -> dict:
     """Score a model on an audit set (a data dir, or rows from `load_audit_rows`); returns the
-    results document (DESIGN.md). In a multi-process launch every process returns it.
+    results document, the single source of truth every report view is rendered from. In a
+    multi-process launch every process returns it.
 
     `reference` is the results document of a reference model (never trained on the members, or
     the model before unlearning) scanned on the same audit set: it feeds the `ref` membership
     attack and the reference-relative metrics (forgetting, privleak, degradation)."""
     config = config or ScanConfig()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    data_info: dict = {"audit_sha256": None}
-    if data_dir is not None:
-        data = AuditSet.load(Path(data_dir))
-        audit_rows = data.audit
-        valid_texts = [r["text"] for r in data.valid] if valid_texts is None else valid_texts
-        data_info = {"dir": str(data_dir), "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json")}
-    if not audit_rows:
-        raise MemauditError("nothing to audit: the audit set is empty")
-    data_info["audit_sha256"] = hashlib.sha256(json.dumps(sorted(r["doc_id"] for r in audit_rows)).encode()).hexdigest()
-    sink_mode = None
-    if loaded.sinks is not None:
-        loaded.sinks.mode = sink_mode = sinks_mode or "off"
-    elif sinks_mode not in (None, "none"):
-        raise MemauditError(f"--sinks {sinks_mode}: {loaded.path} is not a MemSink model")
-
-    tok, ctx = loaded.tokenizer, context_length(loaded.model.config)
-    whole = encode_documents(tok, [r["text"] for r in audit_rows])  # tokenized once, cut below
-    truncated = sum(1 for t in whole if len(t) > ctx)
+    audit = _audit_input(data_dir, audit_rows, valid_texts)
+    sink_mode = _set_sink_mode(loaded, sinks_mode)
+    ctx = context_length(loaded.model.config)
+    whole = encode_documents(loaded.tokenizer, [r["text"] for r in audit.rows])  # tokenized once, cut below
     tokens = [t[:ctx] for t in whole]
-    scored = score_tokens(loaded, tokens, [r["doc_id"] for r in audit_rows], config)
-    ref_loss = {r["doc_id"]: r["loss"] for r in reference["sequences"]} if reference else {}
-    # canary exposure: candidate secrets scored exactly like the audit set.
-    spec = data.manifest.get("canary") if data_dir is not None else None
-    exposures = {}
-    if spec and config.exposure_candidates:
-        exposures = canary_exposures(
-            [r for r in audit_rows if r["kind"] == "canary"],
-            spec,
-            lambda ts: score_texts(loaded, ts, [doc_id(t) for t in ts], config),
-            config.exposure_candidates,
-            config.seed,
-        )
-    seqs = [
-        sequence_row(r, t, s, config, tok, ref_loss=ref_loss.get(r["doc_id"]), exposure=exposures.get(r["doc_id"]))
-        for r, t, s in zip(audit_rows, tokens, scored)
-        if len(s) > 0
-    ]
-    kept_rows = [r for r, s in zip(audit_rows, scored) if len(s) > 0]
-    kept_tokens = [t for t, s in zip(tokens, scored) if len(s) > 0]
-    if emitted:  # what greedy decoding actually says after each prefix, for reports to show
-        for row, cont in zip(seqs, _continuations(loaded, kept_rows, kept_tokens, config)):
-            if cont is not None:
-                row["emitted"] = tok.decode(cont[0])
-    if config.sampling_trials:  # the sampling attack: does any of n samples give the exact suffix?
-        p, s = config.prefix_len, config.suffix_len
-        samples = _continuations(loaded, kept_rows, kept_tokens, config, samples=config.sampling_trials)
-        for row, seq, cont in zip(seqs, kept_tokens, samples):
-            if cont is not None and row["kind"] != "canary":
-                row["sampled_exact"] = any(c == seq[p + 1 : p + s + 1] for c in cont)
-    valid = []
-    if valid_texts:
-        # `own` mode scores each validation text with its own (never trained) sinks.
-        valid = score_texts(loaded, valid_texts, [doc_id(t) for t in valid_texts], config)
-    short = sum(1 for r in seqs if "exact" not in r and r["kind"] != "canary")
-    if short == len([r for r in seqs if r["kind"] != "canary"]):
-        raise MemauditError(
-            f"every audited sequence is shorter than prefix {config.prefix_len} + suffix {config.suffix_len} tokens; "
-            "audit longer texts or lower the prefix/suffix lengths"
-        )
-    meta = loaded.meta
-    model_path = Path(loaded.path)
+    seqs, kept_rows, kept_tokens = _sequence_rows(loaded, audit, tokens, config, reference)
+    short = _check_extractable(seqs, config)
+    _add_generations(loaded, seqs, kept_rows, kept_tokens, config, emitted)
+    # `own` mode scores each validation text with its own (never trained) sinks.
+    valid = (
+        score_texts(loaded, audit.valid_texts, [doc_id(t) for t in audit.valid_texts], config)
+        if audit.valid_texts
+        else []
+    )
+    text = [r for r in seqs if r["kind"] != "canary"]
     return {
         "schema_version": SCHEMA_VERSION,
         "memaudit_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "path": str(loaded.path),
-            "sha256": sha256_dir(model_path)
-            if model_path.is_dir()
-            else sha256_file(model_path)
-            if model_path.is_file()
-            else None,
-            "kind": meta.get("kind", "external"),
-            "arch": meta.get("arch", type(loaded.model).__name__),
-            "parameters": sum(p.numel() for p in loaded.model.parameters()),
-            "sink_mode": sink_mode,
-            "sinks": meta.get("sinks"),
-            "trained": {k: meta[k] for k in ("steps", "epochs", "tokens_seen", "seed") if k in meta},
-        },
-        "data": data_info,
+        "model": _model_info(loaded, sink_mode),
+        "data": audit.data_info,
         "suite": asdict(config),
         "counts": {
-            "members": sum(1 for r in seqs if r["member"] and r["kind"] != "canary"),
-            "nonmembers": sum(1 for r in seqs if not r["member"] and r["kind"] != "canary"),
-            "canaries": sum(1 for r in seqs if r["kind"] == "canary"),
+            "members": sum(1 for r in text if r["member"]),
+            "nonmembers": sum(1 for r in text if not r["member"]),
+            "canaries": len(seqs) - len(text),
             "too_short_for_extraction": short,
-            "truncated_to_context": truncated,
+            "truncated_to_context": sum(1 for t in whole if len(t) > ctx),
             "valid_documents": len(valid),
         },
         "processes": process_state().num_processes,

@@ -42,7 +42,7 @@ def value(entry: dict | None) -> float | None:
 
 
 def metric_names(doc: dict) -> list[str]:
-    """Every metric of any run, by group (METRICS.md order), then in the order scans report them."""
+    """Every metric of any run, by group (the registry's order), then in the order scans report them."""
     group: dict[str, str] = {}
     for run in runs(doc):
         for name, m in run["metrics"].items():
