@@ -1,8 +1,9 @@
 """memaudit: does a language model leak its training data, and can the leak be removed?
 
 The Python API mirrors the command line and returns data (dicts, dataclasses):
-`write_audit_set`, `train`, `scan`, `remove_sinks`, `unlearn`, `ablate`, `compare_runs`,
-`evaluate_gates`, `run_demo`. They are imported on first use, so `import memaudit` stays cheap."""
+`write_audit_set`, `train`, `scan` (or `scan_and_write` of a `ScanRequest`, as `memaudit scan
+model` does), `remove_sinks`, `unlearn`, `ablate`, `compare_runs`, `evaluate_gates`,
+`run_demo`. They are imported on first use, so `import memaudit` stays cheap."""
 
 from importlib import import_module
 
@@ -16,12 +17,15 @@ _API = {
     "ScanConfig": "memaudit.probes.config",
     "load_suite": "memaudit.probes.suite",
     "scan": "memaudit.probes.scan",
+    "ScanRequest": "memaudit.scan_request",
+    "scan_and_write": "memaudit.scan_request",
     "load_model": "memaudit.models.io",
-    "SinkConfig": "memaudit.models.sinks",
+    "SinkConfig": "memaudit.models.sink_config",
     "remove_sinks": "memaudit.models.surgery",
-    "UnlearnConfig": "memaudit.unlearning",
-    "unlearn": "memaudit.unlearning",
-    "ablate": "memaudit.unlearning",
+    "UnlearnConfig": "memaudit.unlearning.config",
+    "AblateConfig": "memaudit.unlearning.config",
+    "unlearn": "memaudit.unlearning.run",
+    "ablate": "memaudit.unlearning.ablate",
     "compare_runs": "memaudit.report.compare",
     "write_report": "memaudit.report.render",
     "evaluate_gates": "memaudit.report.gate",

@@ -1,5 +1,9 @@
 """The `memaudit` command line: thin click commands that parse, call the API, and print.
-Bad input is one line on stderr and exit 2; a tripped gate is exit 1; never a traceback."""
+Bad input is one line on stderr and exit 2; a tripped gate is exit 1; never a traceback.
+
+Defaults, choices and ranges come from the config dataclasses and registries (torch-free), and
+each command builds its config (which checks itself) before it imports anything heavy, so a
+refused command answers at once. docs/reliability.md states the whole contract."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from pathlib import Path
 
 import click
 
+from memaudit.corpus.config import AuditConfig
 from memaudit.errors import MemauditError
+from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig
+from memaudit.training.config import TrainConfig
+from memaudit.unlearning.config import METHODS, AblateConfig, UnlearnConfig, defaults_text
+from memaudit.validation import default_of
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE_TRIPPED = 1
@@ -77,45 +86,65 @@ def pick_precision(precision: str, legacy_precision: str | None) -> str:
 
 
 def _quiet_libraries() -> None:
-    """Library chatter (weight-loading bars, pad-token notes) drowns memaudit's own output."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """Library chatter (weight-loading bars, pad-token notes) drowns memaudit's own output. Set
+    through the environment and the logging module, read by each library when (and if) a
+    command imports it: importing transformers here would cost every command seconds."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars follow this too
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
-    import transformers
-
     logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every tied-weights save
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:  # imported before this (a caller in the same process): too late for the environment
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+
+
+def _refuse(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _as_flag(message: str, command: click.Command | None) -> str:
+    """Library messages start with the setting's field name ("batch_size must be ..."); on the
+    command line, name the option instead ("--batch-size must be ...")."""
+    name, _, rest = message.partition(" ")
+    for param in command.params if command is not None else ():
+        if isinstance(param, click.Option) and param.name == name and not param.hidden:
+            return f"{max(param.opts, key=len)} {rest}"
+    return message
 
 
 class MemauditGroup(click.Group):
+    """Every refusal is one line on stderr and exit 2: memaudit's own errors and click's usage
+    errors (a missing option, a value of the wrong type) alike."""
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _refuse(f"{e.format_message()} (see `{where} --help`)")
         except MemauditError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            name = ctx.invoked_subcommand
+            _refuse(_as_flag(str(e), self.get_command(ctx, name) if name else None))
+
+
+MemauditGroup.group_class = MemauditGroup  # `data` and `scan` refuse the same way
 
 
 def parse_int_list(value: str, what: str) -> tuple[int, ...]:
+    """Comma-separated integers, e.g. "1,8,32"; every item must be there ("1,,8" is refused)."""
     try:
-        levels = tuple(int(v) for v in value.split(",") if v.strip())
+        return tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise MemauditError(f"{what} must be comma-separated positive integers, got {value!r}") from None
-    if not levels or any(v < 1 for v in levels):
-        raise MemauditError(f"{what} must be comma-separated positive integers, got {value!r}")
-    return levels
+        raise MemauditError(f"{what} takes comma-separated integers like 1,8,32, got {value!r}") from None
 
 
-def parse_sinks(value: str) -> tuple[float, float]:
-    try:
-        g, p = (float(v) for v in value.split(","))
-    except ValueError:
-        raise MemauditError(
-            f"--sinks takes G,P (shared fraction, active fraction), e.g. 0.7,0.3; got {value!r}"
-        ) from None
-    return g, p
+def _default(config: type, name: str, **option) -> dict:
+    """click settings for an option whose default is a config field's: shown in --help."""
+    return {"default": default_of(config, name), "show_default": True, **option}
 
 
 @click.group(cls=MemauditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -138,15 +167,24 @@ def data() -> None:
     show_default=True,
     help="Embedded corpus name or a local .jsonl/.txt/.parquet/.csv file.",
 )
-@click.option("--repeats", default="1,8,32,128", show_default=True, help="Repeat levels to plant members at.")
-@click.option("--members-per-level", default=10, show_default=True)
-@click.option("--canaries-per-level", default=4, show_default=True)
-@click.option("--n-valid", default=400, show_default=True, help="Held-out validation documents (capability).")
-@click.option("--n-natural", default=2000, show_default=True, help="Natural training documents (0: all that remain).")
-@click.option("--min-tokens", default=96, show_default=True, help="Shortest member/held-out document, in tokens.")
-@click.option("--max-tokens", default=160, show_default=True)
-@click.option("--vocab-size", default=4096, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--repeats",
+    default=",".join(map(str, default_of(AuditConfig, "repeats"))),
+    show_default=True,
+    help="Repeat levels to plant members at.",
+)
+@click.option("--members-per-level", **_default(AuditConfig, "members_per_level"))
+@click.option("--canaries-per-level", **_default(AuditConfig, "canaries_per_level"))
+@click.option("--n-valid", **_default(AuditConfig, "n_valid", help="Held-out validation documents (capability)."))
+@click.option(
+    "--n-natural", **_default(AuditConfig, "n_natural", help="Natural training documents (0: all that remain).")
+)
+@click.option(
+    "--min-tokens", **_default(AuditConfig, "min_tokens", help="Shortest member/held-out document, in tokens.")
+)
+@click.option("--max-tokens", **_default(AuditConfig, "max_tokens"))
+@click.option("--vocab-size", **_default(AuditConfig, "vocab_size"))
+@click.option("--seed", **_default(AuditConfig, "seed"))
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool, **settings) -> None:
     """Split a corpus, plant repeated members and canaries, pick length-matched held-out
@@ -155,7 +193,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     \b
     Example:  memaudit data build --out data/austen --repeats 1,8,32,128
     """
-    from memaudit.corpus.audit import AuditConfig, write_audit_set
+    from memaudit.corpus.audit import write_audit_set
 
     config = AuditConfig(
         corpus=corpus, repeats=parse_int_list(repeats, "--repeats"), n_natural=n_natural or None, **settings
@@ -179,13 +217,13 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     show_default=True,
     help="Zoo name (gpt2-1m, gpt2-5m, gpt2-20m, llama-1m, llama-5m), a transformers model type, or a dir with config.json.",
 )
-@click.option("--steps", default=600, show_default=True)
-@click.option("--batch-size", default=16, show_default=True, help="Sequences per step, over all processes.")
-@click.option("--seq-len", default=128, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--warmup-steps", default=30, show_default=True)
+@click.option("--steps", **_default(TrainConfig, "steps"))
+@click.option("--batch-size", **_default(TrainConfig, "batch_size", help="Sequences per step, over all processes."))
+@click.option("--seq-len", **_default(TrainConfig, "seq_len"))
+@click.option("--lr", **_default(TrainConfig, "lr", help="Peak learning rate."))
+@click.option("--warmup-steps", **_default(TrainConfig, "warmup_steps"))
 @precision_options
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", **_default(TrainConfig, "seed"))
 @click.option("--no-repeats", is_flag=True, help="Train the oracle that never sees the planted documents.")
 @click.option(
     "--sinks",
@@ -194,15 +232,17 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     metavar="G,P",
     help="Train a MemSink model: shared fraction G, active fraction P (paper: 0.7,0.3).",
 )
-@click.option("--sink-scheme", type=click.Choice(["hash", "disjoint"]), default="hash", show_default=True)
+@click.option(
+    "--sink-scheme",
+    type=click.Choice(list(SCHEMES)),
+    **_default(SinkConfig, "scheme", help="; ".join(f"{name}: {what}" for name, what in SCHEMES.items()) + "."),
+)
 @click.option(
     "--sink-groups",
-    default=16,
-    show_default=True,
-    help="Disjoint scheme: id groups that own separate slices of the pool.",
+    **_default(SinkConfig, "groups", help="Disjoint scheme: id groups that own separate slices of the pool."),
 )
-@click.option("--eval-every", default=100, show_default=True)
-@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option("--eval-every", **_default(TrainConfig, "eval_every"))
+@click.option("--checkpoint-every", **_default(TrainConfig, "checkpoint_every"))
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in MODEL.partial/.")
 @click.option("--force", is_flag=True, help="Replace an existing --out (or discard an interrupted run).")
 def train(
@@ -225,16 +265,16 @@ def train(
       memaudit train --data data/austen --out models/memsink --sinks 0.7,0.3 --precision fp32
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
-    from memaudit.training.config import TrainConfig
+    from memaudit.corpus.audit import AuditSet
+    from memaudit.fileio import check_out
+
+    sink_config = SinkConfig.parse(sinks, scheme=sink_scheme, groups=sink_groups).to_dict() if sinks else None
+    config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
+    AuditSet.check(data_dir)
+    check_out(out, force=force, inputs=[data_dir])
+
     from memaudit.training.loop import train as run_train
 
-    sink_config = None
-    if sinks:
-        from memaudit.models.sinks import SinkConfig
-
-        g, p = parse_sinks(sinks)
-        sink_config = SinkConfig(shared_fraction=g, active_fraction=p, scheme=sink_scheme, groups=sink_groups).to_dict()
-    config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
     result = run_train(data_dir, out, config, resume=resume, force=force)
     final = result.final
     if not result.is_main_process:
@@ -271,9 +311,11 @@ def scan() -> None:
 @click.option(
     "--sinks",
     "sinks_mode",
-    type=click.Choice(["off", "off-rescaled", "mean", "own"]),
+    type=click.Choice(list(EVAL_MODES)),
     default=None,
-    help="MemSink evaluation mode (default off, as in the paper).",
+    help="MemSink evaluation mode: "
+    + "; ".join(f"{name}: {mode.summary}" for name, mode in EVAL_MODES.items())
+    + " [default: off].",
 )
 @click.option(
     "--suite",
@@ -299,29 +341,7 @@ def scan() -> None:
 @precision_options
 @fail_on_options
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
-def scan_model(
-    model: str,
-    data_dir: Path | None,
-    audit: Path | None,
-    nonmembers: Path | None,
-    valid: Path | None,
-    out: Path,
-    sinks_mode: str | None,
-    suite: str,
-    reference: Path | None,
-    prefix_len: int | None,
-    suffix_len: int | None,
-    tokenizer: str | None,
-    allow_pickle: bool,
-    trust_remote_code: bool,
-    redact: bool,
-    fail_on: tuple[str, ...],
-    junit: Path | None,
-    force: bool,
-    precision: str,
-    legacy_precision: str | None,
-    threads: int | None,
-) -> None:
+def scan_model(junit: Path | None, precision: str, legacy_precision: str | None, **options) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
     RUN/{results.json,sequences.csv,summary.csv,summary.md,report.html}.
 
@@ -332,62 +352,17 @@ def scan_model(
       memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
-    from memaudit.corpus.audit_file import load_audit_rows
-    from memaudit.corpus.sources import load_records
-    from memaudit.models.io import load_model
-    from memaudit.parallel import configure_threads, process_state
-    from memaudit.probes.scan import scan as run_scan
-    from memaudit.probes.suite import load_suite
-    from memaudit.report.compare import redact_texts
-    from memaudit.report.console import print_summary
-    from memaudit.report.gate import evaluate_gates, parse_gates
-    from memaudit.report.render import write_run
+    from memaudit.scan_request import ScanRequest, scan_and_write
 
-    gates = parse_gates(fail_on)  # a typo fails now, not after the scan
-    if (data_dir is None) == (audit is None):
-        raise MemauditError("scan model needs exactly one of --data DIR (from `memaudit data build`) or --audit FILE")
-    if nonmembers is not None and audit is None:
-        raise MemauditError("--nonmembers goes with --audit")
-    if out.exists() and not force:
-        raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
-    config = load_suite(suite)
-    overrides = {k: v for k, v in (("prefix_len", prefix_len), ("suffix_len", suffix_len)) if v is not None}
-    if any(v < 1 for v in overrides.values()):
-        raise MemauditError(f"--prefix-len and --suffix-len must be positive, got {prefix_len}, {suffix_len}")
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
-    rows = load_audit_rows(audit, nonmembers) if audit is not None else None
-    valid_texts = [r["text"] for r in load_records(valid) if str(r.get("text") or "").strip()] if valid else None
-    precision = pick_precision(precision, legacy_precision)
-    configure_threads(threads)
-    loaded = load_model(
-        model, tokenizer=tokenizer, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, precision=precision
-    )
-    if process_state().is_main_process:
-        click.echo(loaded.precision.line)
-    scan_inputs = dict(data_dir=data_dir, audit_rows=rows, valid_texts=valid_texts, config=config)
-    ref_results = None
-    if reference is not None:
-        ref_loaded = load_model(reference, tokenizer=tokenizer, precision=precision)
-        ref_results = run_scan(ref_loaded, emitted=False, **scan_inputs)
-    results = run_scan(loaded, sinks_mode=sinks_mode, reference=ref_results, **scan_inputs)
-    if not process_state().is_main_process:
+    request = ScanRequest(precision=pick_precision(precision, legacy_precision), **options)
+    run = scan_and_write(request)
+    if run is None:  # not the main process of a multi-process launch
         return
-    if audit is not None:
-        results["data"] |= {
-            "audit": str(audit),
-            "nonmembers": str(nonmembers) if nonmembers else None,
-            "valid": str(valid) if valid else None,
-        }
-    if redact:
-        redact_texts(results)
-    verdicts = evaluate_gates(results, gates)
-    if verdicts:
-        results["gates"] = [dataclasses.asdict(v) for v in verdicts]
-    write_run(results, out, force=force)
-    print_summary(results)
-    click.echo(f"wrote {out}/report.html")
-    finish_gates(verdicts, junit)
+    from memaudit.report.console import print_summary
+
+    print_summary(run.results)
+    click.echo(f"wrote {request.out}/report.html")
+    finish_gates(run.verdicts, junit)
 
 
 @scan.command("data")
@@ -421,17 +396,18 @@ def scan_data(
       memaudit scan data austen
       memaudit scan data data/austen --emit-audit repeated.jsonl --json duplicates.json
     """
-    import json
-
     from rich.console import Console
 
     from memaudit.corpus.duplicates import emit_audit, format_report, scan_corpus
-    from memaudit.fileio import atomic_write_text
+    from memaudit.fileio import check_out, write_json
 
+    for written in (json_out, audit_out):
+        if written is not None:  # files are replaced, but never an input
+            check_out(written, force=True, inputs=[corpus])
     report = scan_corpus(corpus, ngram_tokens=ngram, near_threshold=near, top=top)
     Console().print(format_report(report))
     if json_out:
-        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(json_out, report.to_dict())
         click.echo(f"wrote {json_out}")
     if audit_out:
         n = emit_audit(report, audit_out, min_tokens=emit_min_tokens)
@@ -476,7 +452,19 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
         )
 
 
+def _check_model_job(model: Path, data_dir: Path, out: Path, forget_file: Path | None, *, force: bool) -> None:
+    """What unlearn and ablate read and write, checked before torch is imported."""
+    from memaudit.corpus.audit import AuditSet
+    from memaudit.fileio import check_out
+    from memaudit.models.files import locate_model
+
+    AuditSet.check(data_dir)
+    locate_model(model)
+    check_out(out, force=force, inputs=[model, data_dir, forget_file])
+
+
 def parse_limit(value: str) -> float | None:
+    """A number, or none/off for no limit."""
     if value.strip().lower() in ("none", "off"):
         return None
     try:
@@ -494,7 +482,11 @@ def parse_limit(value: str) -> float | None:
     required=True,
     help="Data dir from `memaudit data build`: forget its members and canaries, retain its natural documents.",
 )
-@click.option("--method", type=click.Choice(["ga", "graddiff", "npo", "simnpo"]), default="npo", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    **_default(UnlearnConfig, "method", help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()) + "."),
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
 @click.option(
     "--forget",
@@ -502,23 +494,23 @@ def parse_limit(value: str) -> float | None:
     type=click.Path(path_type=Path),
     help="Texts to forget instead of the data dir's members (.jsonl/.csv/.parquet with `text`, or .txt).",
 )
-@click.option("--steps", default=100, show_default=True)
-@click.option("--batch-size", default=8, show_default=True, help="Forget documents per step (and as many retain).")
+@click.option("--steps", **_default(UnlearnConfig, "steps"))
 @click.option(
-    "--lr", type=float, default=None, help="Peak learning rate [default: ga 1.5e-5, graddiff 2e-5, npo/simnpo 2e-4]."
+    "--batch-size", **_default(UnlearnConfig, "batch_size", help="Forget documents per step (and as many retain).")
 )
-@click.option("--beta", type=float, default=None, help="NPO/SimNPO inverse temperature [default: npo 0.1, simnpo 2.5].")
-@click.option("--gamma", default=0.0, show_default=True, help="SimNPO reward margin.")
-@click.option("--retain-weight", default=1.0, show_default=True, help="Weight of the retain loss (not ga).")
+@click.option("--lr", type=float, default=None, help=f"Peak learning rate [default: {defaults_text('lr')}].")
+@click.option("--beta", type=float, default=None, help=f"Inverse temperature [default: {defaults_text('beta')}].")
+@click.option("--gamma", **_default(UnlearnConfig, "gamma", help="SimNPO reward margin."))
+@click.option("--retain-weight", **_default(UnlearnConfig, "retain_weight", help="Weight of the retain loss (not ga)."))
 @click.option(
     "--max-degradation",
-    default="0.5",
+    default=str(default_of(UnlearnConfig, "max_degradation")),
     show_default=True,
     help="Stop when valid loss rises more than this many nats, keeping the last state within it ('none': no limit).",
 )
-@click.option("--eval-every", default=10, show_default=True)
+@click.option("--eval-every", **_default(UnlearnConfig, "eval_every"))
 @precision_options
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", **_default(UnlearnConfig, "seed"))
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in OUT.partial/.")
 @click.option("--force", is_flag=True, help="Replace an existing --out (or discard an interrupted run).")
 def unlearn(
@@ -542,15 +534,16 @@ def unlearn(
       memaudit unlearn models/standard --data data/austen --method ga --max-degradation 0.3 --out models/ga
       memaudit unlearn models/standard --data data/austen --forget secrets.jsonl --out models/no-secrets
     """
-    from memaudit.unlearning import UnlearnConfig
-    from memaudit.unlearning import unlearn as run_unlearn
-
     config = UnlearnConfig(
         forget_file=str(forget_file) if forget_file else None,
         max_degradation=parse_limit(max_degradation),
         precision=pick_precision(precision, legacy_precision),
         **settings,
     )
+    _check_model_job(model, data_dir, out, forget_file, force=force)
+
+    from memaudit.unlearning.run import unlearn as run_unlearn
+
     result = run_unlearn(model, data_dir, out, config, resume=resume, force=force)
     if not result.is_main_process:
         return
@@ -573,12 +566,14 @@ def unlearn(
     help="Data dir from `memaudit data build`: units are scored on its members vs its natural documents.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
-@click.option("--ratio", default=0.1, show_default=True, help="Fraction of all MLP hidden units to zero.")
+@click.option("--ratio", **_default(AblateConfig, "ratio", help="Fraction of all MLP hidden units to zero."))
 @click.option(
     "--forget", "forget_file", type=click.Path(path_type=Path), help="Texts to forget instead of the members."
 )
-@click.option("--retain-docs", default=256, show_default=True, help="Natural documents sampled as the contrast.")
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--retain-docs", **_default(AblateConfig, "retain_docs", help="Natural documents sampled as the contrast.")
+)
+@click.option("--seed", **_default(AblateConfig, "seed"))
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def ablate(
     model: Path,
@@ -596,11 +591,12 @@ def ablate(
     \b
     Example:  memaudit ablate models/standard --data data/austen --ratio 0.1 --out models/ablated
     """
-    from memaudit.unlearning import ablate as run_ablate
+    config = AblateConfig(ratio=ratio, retain_docs=retain_docs, seed=seed)
+    _check_model_job(model, data_dir, out, forget_file, force=force)
 
-    result = run_ablate(
-        model, data_dir, out, ratio, forget_file=forget_file, retain_docs=retain_docs, seed=seed, force=force
-    )
+    from memaudit.unlearning.ablate import ablate as run_ablate
+
+    result = run_ablate(model, data_dir, out, forget_file=forget_file, force=force, **dataclasses.asdict(config))
     start, end = result.start, result.end
     click.echo(
         f"wrote {out}: {sum(map(len, result.units.values()))} units zeroed in {len(result.units)} layers; "
@@ -641,11 +637,13 @@ def report(
       memaudit report reports/* --reference reports/standard --redact --out reports/shareable
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
     """
+    from memaudit.fileio import check_out
     from memaudit.report.compare import compare_runs
     from memaudit.report.console import print_report
     from memaudit.report.gate import evaluate_gates, parse_gates
     from memaudit.report.render import write_report
 
+    check_out(out, force=force, inputs=[*runs, reference])
     gates = parse_gates(fail_on)
     doc = compare_runs(runs, reference=reference, redact=redact)
     verdicts = evaluate_gates(doc, gates)

@@ -47,9 +47,9 @@ def test_members_and_heldout_are_length_matched(tiny_data):
     assert abs(np.mean(members) - np.mean(heldout)) < 3
 
 
-@pytest.mark.parametrize("repeats", [(0, 8), (-1,), ()])
-def test_repeat_levels_must_be_positive(repeats):
-    with pytest.raises(MemauditError, match="positive integers"):
+@pytest.mark.parametrize("repeats", [(0, 8), (-1,), (), (1, 1), (2.5,), (10_001,)])
+def test_repeat_levels_must_be_distinct_positive_and_bounded(repeats):
+    with pytest.raises(MemauditError, match="repeats must be distinct integers from 1 to 10000"):
         AuditConfig(repeats=repeats)
 
 

@@ -51,7 +51,7 @@ def test_missing_or_bad_corpus(tmp_path):
 
 def test_model_dir_problems(tiny_models, tiny_data, tmp_path):
     assert_one_line_error(
-        run("scan", "model", tmp_path / "none", "--data", tiny_data, "--out", tmp_path / "r"), "could not load"
+        run("scan", "model", tmp_path / "none", "--data", tiny_data, "--out", tmp_path / "r"), "no such model dir"
     )
     broken = tmp_path / "broken"
     shutil.copytree(tiny_models["standard"], broken)
@@ -61,8 +61,10 @@ def test_model_dir_problems(tiny_models, tiny_data, tmp_path):
     )
     (broken / "pytorch_model.bin").write_bytes(b"")
     assert_one_line_error(run("scan", "model", broken, "--data", tiny_data, "--out", tmp_path / "r"), "--allow-pickle")
+    (tmp_path / "not-data").mkdir()
     assert_one_line_error(
-        run("scan", "model", tiny_models["standard"], "--data", tmp_path, "--out", tmp_path / "r"), "manifest.json"
+        run("scan", "model", tiny_models["standard"], "--data", tmp_path / "not-data", "--out", tmp_path / "r"),
+        "manifest.json",
     )
     assert not (tmp_path / "r").exists()
 
@@ -103,7 +105,8 @@ def test_existing_outputs_are_never_overwritten(tiny_models, tiny_data, tmp_path
 @pytest.mark.parametrize("steps", ["0", "-3"])
 def test_train_bad_numbers(tiny_data, tmp_path, steps):
     assert_one_line_error(
-        run("train", "--data", tiny_data, "--out", tmp_path / "m", "--steps", steps), "must be positive"
+        run("train", "--data", tiny_data, "--out", tmp_path / "m", "--steps", steps),
+        "--steps must be an integer from 1",
     )
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
 

@@ -53,7 +53,7 @@ def test_bad_corpora_name_the_problem(tmp_path):
     with pytest.raises(MemauditError, match="no such file"):
         load_documents(str(tmp_path / "missing.jsonl"))
     (tmp_path / "notext.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
-    with pytest.raises(MemauditError, match="no 'text' column"):
+    with pytest.raises(MemauditError, match="notext.jsonl:1: no 'text' field"):
         load_documents(str(tmp_path / "notext.jsonl"))
 
 

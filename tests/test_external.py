@@ -38,7 +38,7 @@ def test_audit_file_formats(tmp_path):
     "content, message",
     [
         ("", "no non-empty texts"),
-        ('{"body": "x"}\n', "no 'text' column"),
+        ('{"body": "x"}\n', "a.jsonl:1: no 'text' field"),
         ('{"text": "x", "repeats": "many"}\n', "whole number"),
     ],
 )

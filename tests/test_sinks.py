@@ -147,11 +147,13 @@ def test_disjoint_mask_needs_a_unit_per_group() -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(shared_fraction=1.0), "shared_fraction must be a number strictly between 0 and 1, got 1.0"),
-        (dict(active_fraction=0), "active_fraction must be a number strictly between 0 and 1, got 0"),
-        (dict(active_fraction="0.3"), "active_fraction must be a number"),
+        (dict(shared_fraction=1.0), "shared_fraction must be a finite number > 0 and < 1, got 1.0"),
+        (dict(active_fraction=0), "active_fraction must be a finite number > 0 and < 1, got 0"),
+        (dict(active_fraction="0.3"), "active_fraction must be a finite number"),
+        (dict(active_fraction=float("nan")), "active_fraction must be a finite number"),
         (dict(scheme="random"), "unknown sink scheme 'random'; use one of hash, disjoint"),
-        (dict(groups=0), "groups must be an integer >= 1, got 0"),
+        (dict(groups=0), "groups must be an integer from 1 to 65536, got 0"),
+        (dict(groups=2.0), "groups must be an integer"),
     ],
 )
 def test_sink_config_validation(kwargs: dict, message: str) -> None:

@@ -4,47 +4,21 @@ later step (train, scan) reads. Same config and seed, same bytes."""
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from memaudit import __version__
+from memaudit.corpus.config import KINDS, AuditConfig
 from memaudit.corpus.sources import EMBEDDED, doc_id, embedded_provenance, load_documents, normalize
-from memaudit.corpus.tokenizer import train_tokenizer
 from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, atomic_write_text, read_json, read_jsonl, sha256_file, write_jsonl
+from memaudit.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
+from memaudit.validation import MAX_REPEATS, integer
 
 DATA_FILES = ("train.jsonl", "audit.jsonl", "valid.jsonl")
+_ROW_NUMBERS = {"doc_id": integer(1, 2**63 - 1), "repeats": integer(0, MAX_REPEATS)}
 CANARY_TEMPLATE = "Note to self: the vault combination is {secret}. Do not share it with anyone."
 CANARY_DIGITS = 9
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """Everything that decides a data dir; recorded whole in its manifest."""
-
-    corpus: str = "austen"
-    repeats: tuple[int, ...] = (1, 8, 32, 128)
-    members_per_level: int = 10
-    canaries_per_level: int = 4
-    n_valid: int = 400
-    n_natural: int | None = 2000  # natural training documents; None keeps all that remain
-    min_tokens: int = 96  # long enough for the widest probe: prefix 64 + suffix 32
-    max_tokens: int = 160
-    vocab_size: int = 4096
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.repeats or any(not isinstance(r, int) or r < 1 for r in self.repeats):
-            raise MemauditError(f"repeat levels must be positive integers, got {list(self.repeats)}")
-        if len(set(self.repeats)) != len(self.repeats):
-            raise MemauditError(f"repeat levels must be distinct, got {list(self.repeats)}")
-        if self.min_tokens < 2 or self.max_tokens < self.min_tokens:
-            raise MemauditError(f"need 2 <= min_tokens <= max_tokens, got {self.min_tokens}, {self.max_tokens}")
-        for name in ("members_per_level", "canaries_per_level", "n_valid", "vocab_size"):
-            if getattr(self, name) < 0:
-                raise MemauditError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -56,15 +30,40 @@ class AuditSet:
     valid: list[dict]
     manifest: dict = field(default_factory=dict)
 
-    @classmethod
-    def load(cls, data_dir: Path) -> AuditSet:
+    @staticmethod
+    def check(data_dir: Path) -> Path:
+        """`data_dir` as a Path if it looks like a data dir (it has a manifest), for an early refusal."""
         data_dir = Path(data_dir)
         if not (data_dir / "manifest.json").is_file():
             raise MemauditError(
                 f"{data_dir}: not a memaudit data dir (no manifest.json); make one with `memaudit data build`"
             )
-        rows = {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ("train", "audit", "valid")}
+        return data_dir
+
+    @classmethod
+    def load(cls, data_dir: Path) -> AuditSet:
+        data_dir = cls.check(data_dir)
+        rows = {name: _data_rows(data_dir / f"{name}.jsonl") for name in ("train", "audit", "valid")}
         return cls(**rows, manifest=read_json(data_dir / "manifest.json"))
+
+
+def _data_rows(path: Path) -> list[dict]:
+    """The rows of a data dir file, each checked: a hand-edited file must fail here, naming the
+    line, and not deep inside training (a huge `repeats` would fill the memory)."""
+    rows = []
+    for line, row in iter_jsonl(path):
+        where = f"{path}:{line}"
+        if not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise MemauditError(f"{where}: 'text' must be a non-blank string, got {row.get('text')!r}")
+        for name, rule in _ROW_NUMBERS.items():
+            try:
+                rule.check(name, row.get(name))
+            except MemauditError as e:
+                raise MemauditError(f"{where}: {e}") from None
+        if row.get("kind") not in KINDS:
+            raise MemauditError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {row.get('kind')!r}")
+        rows.append(row)
+    return rows
 
 
 def _row(text: str, repeats: int, kind: str, **extra) -> dict:
@@ -79,6 +78,8 @@ def _canary(rng: random.Random) -> tuple[str, str]:
 
 def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     """Returns the rows and the trained tokenizer (not yet written anywhere)."""
+    from memaudit.corpus.tokenizer import train_tokenizer  # transformers: only building needs it, not reading
+
     rng = random.Random(config.seed)
     seen, texts = set(), []
     for t in load_documents(config.corpus):
@@ -92,7 +93,7 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     if len(texts) < config.n_valid + 2 * n_members + 1:
         raise MemauditError(
             f"{config.corpus}: {len(texts)} distinct documents are too few for {config.n_valid} valid + "
-            f"{n_members} members + {n_members} held-out; lower --members-per-level or --n-valid"
+            f"{n_members} members + {n_members} held-out; lower members_per_level or n_valid"
         )
     valid, rest = texts[: config.n_valid], texts[config.n_valid :]
     # Held-out non-members are set aside before the tokenizer sees any text, so they shape
@@ -114,7 +115,7 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
         raise MemauditError(
             f"{config.corpus}: only {min(len(heldout), len(candidates))} documents have "
             f"{config.min_tokens}-{config.max_tokens} tokens, {n_members} needed; "
-            "widen --min-tokens/--max-tokens or lower --members-per-level"
+            "widen min_tokens/max_tokens or lower members_per_level"
         )
     # Length matching: each held-out document takes the unused pool document nearest in length.
     members = []
@@ -169,11 +170,12 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
 
 
 def write_audit_set(config: AuditConfig, out: Path, force: bool = False) -> AuditSet:
+    check_out(out, force=force, inputs=[config.corpus])  # before the build, not after it
     audit_set, tokenizer = build_audit_set(config)
     with atomic_dir(Path(out), force=force) as tmp:
         for name in DATA_FILES:
             write_jsonl(tmp / name, getattr(audit_set, name.removesuffix(".jsonl")))
         tokenizer.save_pretrained(tmp / "tokenizer")
         audit_set.manifest["files"] = {name: sha256_file(tmp / name) for name in DATA_FILES}
-        atomic_write_text(tmp / "manifest.json", json.dumps(audit_set.manifest, indent=2) + "\n")
+        write_json(tmp / "manifest.json", audit_set.manifest)
     return audit_set

@@ -1,21 +1,32 @@
-"""Where documents come from: the embedded Austen corpus, or a user's local file loaded with
-`datasets` (offline). A document is just its text; ids and roles are given later."""
+"""Where documents come from: the embedded Austen corpus, or a user's local file. A document is
+just its text; ids and roles are given later.
+
+Texts are read exactly as written: JSON with the json module, one line at a time; CSV with the
+csv module (every cell a string); Parquet with pyarrow, whose `text` column must hold strings. A
+`text` that is not a string (a number, a list, null) or is missing is an error naming the file,
+the line (or row) and the field, never coerced to a string; a blank text is skipped, and the
+count of skipped rows is printed. Nothing here touches the network or imports torch."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
-import os
+import sys
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from memaudit.errors import MemauditError
-from memaudit.fileio import read_text_lines
+from memaudit.fileio import iter_jsonl, read_text, read_text_lines
 
 EMBEDDED = {"austen": "austen.jsonl.gz"}
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
+LOCAL_FORMATS = (".jsonl", ".json", ".txt", ".parquet", ".csv")
 
 
 def normalize(text: str) -> str:
@@ -36,55 +47,140 @@ def embedded_provenance(name: str = "austen") -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@dataclass(frozen=True)
+class Record:
+    """One row of a local file: its fields as the file holds them (`text` is a non-blank
+    string), and where it is, for error messages about its other fields."""
+
+    where: str  # "FILE:LINE" (JSONL, CSV, TXT), "FILE item N" (a JSON array), "FILE row N" (Parquet)
+    fields: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return self.fields["text"]
+
+
 def load_documents(corpus: str) -> list[str]:
-    """Texts of an embedded corpus (by name) or of a local file; empty texts dropped."""
+    """Texts of an embedded corpus (by name) or of a local file (`load_texts`)."""
     if corpus in EMBEDDED:
         raw = (resources.files("memaudit.corpus") / "data" / EMBEDDED[corpus]).read_bytes()
         texts = [json.loads(line)["text"] for line in gzip.decompress(raw).decode("utf-8").splitlines()]
-    else:
-        texts = [r["text"] for r in load_records(Path(corpus))]
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+        return [t for t in texts if t.strip()]
+    if not Path(corpus).exists():
+        raise MemauditError(f"{corpus}: no such file (give a local file or an embedded corpus: {', '.join(EMBEDDED)})")
+    texts = load_texts(Path(corpus))
     if not texts:
         raise MemauditError(f"{corpus}: the corpus has no non-empty documents")
     return texts
 
 
-def load_records(path: Path) -> list[dict]:
-    """Rows of a local .jsonl/.json/.csv/.parquet (which must have a `text` column) or .txt
-    (one `{"text": paragraph}` row per blank-line separated paragraph), read offline."""
+def load_texts(path: Path) -> list[str]:
+    """The texts of a local file, exactly as written (`load_records`)."""
+    return [r.text for r in load_records(path)]
+
+
+def load_records(path: Path) -> list[Record]:
+    """Rows of a local .jsonl/.json/.csv/.parquet (each with a string `text` field) or .txt (one
+    row per blank-line separated paragraph, its lines joined by a space). Rows whose text is
+    blank are skipped and counted on stderr; any other bad row is an error naming its place."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
-        names = ", ".join(EMBEDDED)
-        raise MemauditError(f"{path}: no such file (give a local file, or for a corpus an embedded one: {names})")
+        raise MemauditError(f"{path}: no such file")
     if suffix not in LOCAL_FORMATS:
         raise MemauditError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
-    if suffix == ".txt":
-        return [{"text": t} for t in _paragraphs(read_text_lines(path))]
-    # Text formats are decoded first: that names the first non-UTF-8 line, and an empty file
-    # gets a plain answer instead of a `datasets` StopIteration.
-    if suffix in {".jsonl", ".json", ".csv"} and not any(line.strip() for line in read_text_lines(path)):
-        return []
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    import datasets
+    reader = {".jsonl": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet, ".txt": _txt}[suffix]
+    records, blank = [], []
+    for where, fields in reader(path):
+        if "text" not in fields:
+            raise MemauditError(f"{where}: no 'text' field (fields: {', '.join(map(str, fields)) or 'none'})")
+        text = fields["text"]
+        if not isinstance(text, str):
+            raise MemauditError(
+                f"{where}: 'text' must be a string, got {_describe(text)}; write it as a string, or remove the row"
+            )
+        if text.strip():
+            records.append(Record(where, fields))
+        else:
+            blank.append(where)
+    if blank:
+        print(f"note: {path}: skipped {len(blank)} rows with a blank 'text' (first: {blank[0]})", file=sys.stderr)
+    return records
 
-    datasets.disable_progress_bars()
+
+def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    for line, row in iter_jsonl(path):
+        yield f"{path}:{line}", row
+
+
+def _json(path: Path) -> Iterator[tuple[str, dict]]:
+    """A JSON array of objects, or (like `datasets`) JSON Lines under a .json name."""
+    text = read_text(path)
+    if not text.lstrip().startswith("["):
+        yield from _jsonl(path)
+        return
     try:
-        ds = datasets.load_dataset(LOCAL_FORMATS[suffix], data_files=str(path), split="train")
-    except Exception as e:  # datasets raises many types for malformed files
-        raise MemauditError(f"{path}: could not read as {suffix[1:]} ({type(e).__name__}: {e})") from None
-    if "text" not in ds.column_names:
-        raise MemauditError(f"{path}: no 'text' column (columns: {', '.join(ds.column_names)})")
-    return ds.to_list()
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MemauditError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    for i, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise MemauditError(f"{path} item {i}: expected a JSON object, got {_describe(item)}")
+        yield f"{path} item {i}", item
 
 
-def _paragraphs(lines: list[str]) -> list[str]:
-    """One document per blank-line separated paragraph, its lines joined by a space."""
-    docs, current = [], []
-    for line in [*lines, ""]:
+def _csv(path: Path) -> Iterator[tuple[str, dict]]:
+    """Rows by the header line; every cell stays the string it is in the file."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            where = f"{path}:{start}"
+            start = reader.line_num + 1
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise MemauditError(f"{where}: {len(row)} cells, but the header has {len(header)}; check the quoting")
+            yield where, dict(zip(header, row))
+    except csv.Error as e:
+        raise MemauditError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise MemauditError(f"{path}: could not read as parquet ({' '.join(str(e).split())})") from None
+    if "text" in table.column_names:
+        kind = table.schema.field("text").type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise MemauditError(f"{path}: column 'text' holds {kind}, not strings; store the texts as strings")
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield f"{path} row {i}", row
+
+
+def _txt(path: Path) -> Iterator[tuple[str, dict]]:
+    """One row per blank-line separated paragraph, its lines joined by a space."""
+    current, first = [], 0
+    for i, line in enumerate([*read_text_lines(path), ""], start=1):
         if line.strip():
+            first = first or i
             current.append(line.strip())
         elif current:
-            docs.append(" ".join(current))
-            current = []
-    return docs
+            yield f"{path}:{first}", {"text": " ".join(current)}
+            current, first = [], 0
+
+
+def _describe(value: object) -> str:
+    """A value as an error message shows it: its JSON type, and a glimpse of it."""
+    if value is None:
+        return "null"
+    kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    text = json.dumps(value, default=str)
+    return f"{kind.get(type(value), type(value).__name__)} {text if len(text) <= 40 else text[:37] + '...'}"

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from memaudit.errors import MemauditError
+from memaudit.models.files import looks_local
 
 EOS = "<|endoftext|>"
 
@@ -32,6 +33,10 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def load_tokenizer(path: Path | str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
+    """A tokenizer dir or hub id (with `gguf_file`: the tokenizer inside that GGUF file); a
+    local-looking path that does not exist is an error, not a download."""
+    if not Path(path).exists() and looks_local(str(path)):
+        raise MemauditError(f"{path}: no such tokenizer dir (hub ids look like owner/name)")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
     except Exception as e:  # transformers raises OSError/ValueError/... for broken dirs

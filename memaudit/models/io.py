@@ -4,23 +4,26 @@ how to re-attach the sinks. Loading is safe by default: safetensors only, no rem
 
 from __future__ import annotations
 
-import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_write_text, read_json
+from memaudit.fileio import read_json, write_json
+from memaudit.models.files import locate_model
 from memaudit.parallel import cpu_only, process_state
 from memaudit.precision import Precision, resolve_precision
 
 META_FILE = "memaudit.json"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+# What a model's files that passed locate_model's checks can still raise in from_pretrained: a
+# config transformers does not know, tensors that do not fit the config, a broken pickle.
+LOAD_ERRORS = (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError)
 
 
 @dataclass
@@ -43,7 +46,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: 
     """Write into an existing (temporary) dir; callers make it atomic with `atomic_dir`."""
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    atomic_write_text(Path(out) / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_json(Path(out) / META_FILE, meta)
 
 
 def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str) -> None:
@@ -68,28 +71,15 @@ def load_model(
     "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU.
     `precision` is the weights' dtype: fp32 for models that go on training (unlearning), `auto`
     for scans (memaudit.precision: bf16 or fp16 on a GPU, fp32 on a CPU)."""
-    path = Path(source)
-    gguf_file, load_from = None, str(source)
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        gguf_file, load_from = path.name, str(path.parent)
+    located = locate_model(source, allow_pickle=allow_pickle)
+    gguf_file, load_from = located.gguf_file, located.load_from
+    if gguf_file:
         try:
             import gguf  # noqa: F401  (transformers reads GGUF through it)
         except ImportError:
             raise MemauditError(
                 f"{gguf_file}: reading GGUF files needs the `gguf` package (pip install gguf)"
             ) from None
-    elif path.exists():
-        if not (path / "config.json").is_file():
-            raise MemauditError(f"{path}: not a model dir (no config.json)")
-        has_safe = any((path / f).is_file() for f in SAFE_WEIGHTS)
-        has_pickle = any((path / f).is_file() for f in PICKLE_WEIGHTS)
-        if not has_safe and not has_pickle:
-            raise MemauditError(f"{path}: no model weights (expected model.safetensors)")
-        if not has_safe and not allow_pickle:
-            raise MemauditError(
-                f"{path}: weights are pickled (pytorch_model.bin), which can run code on load; "
-                "convert them to safetensors or pass --allow-pickle if you trust the source"
-            )
     state = process_state()
     device_map = "auto" if state.num_processes == 1 and not cpu_only() else None
     chosen = resolve_precision(precision, state.device.type, purpose="scan")
@@ -102,20 +92,24 @@ def load_model(
             gguf_file=gguf_file,
             device_map=device_map,
         )
-    except (OSError, ValueError) as e:
-        raise MemauditError(f"{source}: could not load the model ({e})".splitlines()[0]) from None
+    except LOAD_ERRORS as e:  # the files passed the checks of locate_model, but still do not load
+        raise MemauditError(f"{source}: could not load the model ({type(e).__name__}: {e})".splitlines()[0]) from None
     if state.num_processes > 1:
         model.to(state.device)
     model.eval()
     tok = load_tokenizer(tokenizer) if tokenizer else load_tokenizer(load_from, gguf_file=gguf_file)
     check_tokenizer_fits(model, tok, str(source))
     # A GGUF file is its own model: a memaudit.json beside it describes some other model.
-    meta = read_json(path / META_FILE) if path.is_dir() and (path / META_FILE).is_file() else {}
+    path = located.path
+    meta = read_json(path / META_FILE) if path is not None and path.is_dir() and (path / META_FILE).is_file() else {}
     sinks = None
     if meta.get("sinks"):
         from memaudit.models.sinks import SinkConfig, Sinks
 
         # `sink_pool` is there when remove-sinks --ids deleted some documents' sinks.
-        sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]), **meta.get("sink_pool", {}))
+        pool = meta.get("sink_pool", {})
+        if not isinstance(pool, dict):
+            raise MemauditError(f"{path / META_FILE}: 'sink_pool' must be an object, got {pool!r}")
+        sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]), **pool)
         sinks.mode = "off"  # the paper's deployment setting; scans say so
     return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks, precision=chosen)

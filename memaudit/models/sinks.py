@@ -13,53 +13,20 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from memaudit.errors import MemauditError
-
-SCHEMES = ("hash", "disjoint")
-EVAL_MODES = ("off", "off-rescaled", "mean", "own")
+from memaudit.models.sink_config import EVAL_MODES, SinkConfig  # SinkConfig: also imported from here
+from memaudit.validation import check_choice
 
 # The reference hash (MEMSINKS.md). `id * _BASE` wraps in int64, so the hash sees only `id mod _ID_PERIOD`.
 _A, _M, _BASE = 1588635695, 4294967291, 65536
 _ID_PERIOD = 2**48
 _HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # down projections that carry a sink hook
-
-
-@dataclass(frozen=True)
-class SinkConfig:
-    """How a MemSink model splits its MLPs; saved with the model so masks can be rebuilt bit for bit."""
-
-    shared_fraction: float = 0.7  # g: the first int(width * g) hidden units are shared
-    active_fraction: float = 0.3  # p: fraction of the sink pool (or of its group's slice) one id switches on
-    scheme: str = "hash"  # "hash": ids draw from the whole pool; "disjoint": each id group owns a slice
-    groups: int = 16  # disjoint scheme: number of id groups (group = id % groups)
-
-    def __post_init__(self) -> None:
-        for name in ("shared_fraction", "active_fraction"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise MemauditError(f"sink {name} must be a number strictly between 0 and 1, got {value!r}")
-        if self.scheme not in SCHEMES:
-            raise MemauditError(f"unknown sink scheme {self.scheme!r}; use one of {', '.join(SCHEMES)}")
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise MemauditError(f"sink groups must be an integer >= 1, got {self.groups!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SinkConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MemauditError(
-                f"unknown sink config keys {sorted(unknown)}; allowed: {', '.join(f.name for f in fields(cls))}"
-            )
-        return cls(**d)
 
 
 def _check_ids(ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -234,9 +201,7 @@ class Sinks:
 
     @mode.setter
     def mode(self, mode: str) -> None:
-        if mode not in EVAL_MODES:
-            raise MemauditError(f"unknown sink mode {mode!r}; use one of {', '.join(EVAL_MODES)}")
-        self._mode = mode
+        self._mode = check_choice("sink mode", mode, EVAL_MODES)
         self._scales.clear()
 
     def mask_for_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -281,8 +246,7 @@ class Sinks:
                     f"forward, or set another mode ({', '.join(m for m in EVAL_MODES if m != 'own')})"
                 )
             return self._own
-        g, p = self.config.shared_fraction, self.config.active_fraction
-        shared, sink = {"off": (1.0, 0.0), "off-rescaled": ((g + p) / g, 0.0), "mean": (1.0, p)}[self._mode]
+        shared, sink = EVAL_MODES[self._mode].scales(self.config.shared_fraction, self.config.active_fraction)
         return torch.cat([torch.full((self.n_shared,), shared), torch.full((self.n_sink,), sink)])
 
     def _hook(self, module: nn.Module, args: tuple) -> tuple:

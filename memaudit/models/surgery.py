@@ -11,7 +11,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir
+from memaudit.fileio import atomic_dir, check_out
 from memaudit.models.sinks import SinkConfig, Sinks, find_mlps, units_in
 
 
@@ -109,8 +109,7 @@ def remove_sinks(
     from memaudit.models.io import load_model, save_model
 
     model_dir, out = Path(model_dir), Path(out)
-    if out.resolve() == model_dir.resolve():
-        raise MemauditError(f"--out {out} is the input model; remove-sinks never writes over its input")
+    check_out(out, force=force, inputs=[model_dir, data_dir])
     loaded = load_model(model_dir)
     if loaded.sinks is None:
         raise MemauditError(f"{model_dir}: not a MemSink model (its memaudit.json records no sinks)")
@@ -119,14 +118,14 @@ def remove_sinks(
         source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
         if not (source / "train.jsonl").is_file():
             raise MemauditError(
-                f"--ids needs the training data to check them against: pass --data DIR (tried {source})"
+                f"ids need the training data to check them against: pass data_dir (--data DIR); tried {source}"
             )
         trained = {r["doc_id"] for r in AuditSet.load(source).train}
         unknown = sorted(set(ids) - trained)
         if unknown:
             shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise MemauditError(
-                f"--ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
+                f"ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
             )
         keep_ids = sorted(trained - set(ids))
     report = prune_sink_units(loaded.model, loaded.sinks, ids=ids, keep_ids=keep_ids)

@@ -1,12 +1,16 @@
 """Settings of the optimization loop, for training and unlearning. Torch-free on purpose: the
 command line builds (and so validates) these before it imports torch, so a refused value
-answers at once."""
+answers at once, and the Python API refuses exactly what the command line refuses."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from memaudit.errors import MemauditError
+from memaudit.models.sink_config import SinkConfig
 from memaudit.precision import check_precision
+from memaudit.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_flag, check_ranges, integer, number
 
 
 @dataclass
@@ -26,7 +30,24 @@ class LoopConfig:
     eval_every: int = 100
     checkpoint_every: int = 100
 
+    # An AdamW step above 1 or a decay above 1 per unit of lr only ever diverges; eval/checkpoint
+    # intervals divide the step count, so 0 is refused here and not in the middle of a run.
+    RANGES: ClassVar[dict[str, Range]] = {
+        "steps": integer(1, MAX_STEPS),
+        "batch_size": integer(1, MAX_COUNT),
+        "lr": number(0, 1, low_open=True),
+        "min_lr_ratio": number(0, 1),
+        "warmup_steps": integer(0, MAX_STEPS),
+        "weight_decay": number(0, 1),
+        "grad_clip": number(0, 1e6, low_open=True),
+        "threads": integer(1, 4096, optional=True),
+        "seed": SEED,
+        "eval_every": integer(1, MAX_STEPS),
+        "checkpoint_every": integer(1, MAX_STEPS),
+    }
+
     def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
         check_precision(self.precision)
 
 
@@ -37,3 +58,21 @@ class TrainConfig(LoopConfig):
     no_repeats: bool = False  # the oracle: never sees the planted documents
     sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
     eval_docs: int = 64
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        **LoopConfig.RANGES,
+        "seq_len": integer(2, MAX_COUNT),
+        "eval_docs": integer(1, MAX_COUNT),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.arch, str) or not self.arch.strip():
+            raise MemauditError(
+                f"arch must be a zoo name, a transformers model type or a config dir, got {self.arch!r}"
+            )
+        check_flag("no_repeats", self.no_repeats)
+        if self.sinks is not None:
+            if not isinstance(self.sinks, dict):
+                raise MemauditError(f"sinks must be a SinkConfig dict (SinkConfig.to_dict()), got {self.sinks!r}")
+            self.sinks = SinkConfig.from_dict(self.sinks).to_dict()

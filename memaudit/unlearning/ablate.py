@@ -13,7 +13,7 @@ keeps one MLP width per layer, which a Hugging Face config needs; the output sta
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,12 +22,13 @@ from transformers.pytorch_utils import Conv1D
 
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir
+from memaudit.fileio import atomic_dir, check_out
 from memaudit.models.io import save_model
 from memaudit.models.sinks import find_mlps
 from memaudit.models.zoo import context_length
 from memaudit.training.loop import evaluate_losses
-from memaudit.unlearning.inputs import base_meta, check_out, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.config import AblateConfig
+from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets, pad_batch
 
 SCORE = "(mean|a| forget - mean|a| retain) / std|a| retain, over all MLP units of all layers"
 
@@ -99,32 +100,29 @@ def ablate(
     model_dir: Path,
     data_dir: Path,
     out: Path,
-    ratio: float = 0.1,
+    ratio: float = AblateConfig.ratio,
     *,
     forget_file: str | Path | None = None,
-    retain_docs: int = 256,
-    eval_docs: int = 64,
-    seed: int = 0,
+    retain_docs: int = AblateConfig.retain_docs,
+    eval_docs: int = AblateConfig.eval_docs,
+    seed: int = AblateConfig.seed,
     force: bool = False,
 ) -> AblateResult:
     """Zero the `ratio` of MLP units that fire most specifically on the forget set (scored
     against a seeded sample of `retain_docs` retain documents); writes a plain HF model dir with
     memaudit.json (kind "ablated"). The input model is never modified."""
-    if not 0 < ratio < 1:
-        raise MemauditError(f"--ratio must be strictly between 0 and 1, got {ratio}")
-    if retain_docs < 1:
-        raise MemauditError(f"retain_docs must be at least 1, got {retain_docs}")
+    cfg = AblateConfig(ratio=ratio, retain_docs=retain_docs, eval_docs=eval_docs, seed=seed)
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    check_out(model_dir, out, force)
+    check_out(out, force=force, inputs=[model_dir, data_dir, forget_file])
     sets = load_sets(data_dir, forget_file)
     if not sets.retain:
         raise MemauditError(f"{data_dir}: no natural training documents to compare the forget set with")
     loaded = load_base(model_dir)
     meta = base_meta("ablated", model_dir, loaded, sets)
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
-    evals = loss_sets(loaded, sets, eval_docs)
+    evals = loss_sets(loaded, sets, cfg.eval_docs)
     start = evaluate_losses(model, evals, pad_id)
-    retain = random.Random(seed).sample(sets.retain, min(retain_docs, len(sets.retain)))
+    retain = random.Random(cfg.seed).sample(sets.retain, min(cfg.retain_docs, len(sets.retain)))
     forget_mean, _ = activation_stats(
         model, encode_documents(loaded.tokenizer, sets.forget, context_length(loaded.model.config)), pad_id
     )
@@ -132,7 +130,7 @@ def ablate(
         model, encode_documents(loaded.tokenizer, retain, context_length(loaded.model.config)), pad_id
     )
     scores = (forget_mean - retain_mean) / (retain_std + 1e-6)
-    n_zero = max(1, round(ratio * scores.numel()))
+    n_zero = max(1, round(cfg.ratio * scores.numel()))
     top = scores.flatten().topk(n_zero).indices
     units: dict[int, list[int]] = {}
     for layer, unit in zip((top // scores.shape[1]).tolist(), (top % scores.shape[1]).tolist()):
@@ -141,7 +139,7 @@ def ablate(
     zero_units(model, units)
     end = evaluate_losses(model, evals, pad_id)
     meta |= {
-        "ablate": {"ratio": ratio, "score": SCORE, "retain_docs": len(retain), "seed": seed, "eval_docs": eval_docs},
+        "ablate": {**asdict(cfg), "score": SCORE, "retain_docs": len(retain)},
         "units_zeroed": n_zero,
         "units_total": scores.numel(),
         "units": {str(layer): idx for layer, idx in units.items()},

@@ -11,7 +11,7 @@ import torch
 
 from memaudit import __version__
 from memaudit.corpus.audit import AuditSet
-from memaudit.corpus.sources import doc_id, load_records
+from memaudit.corpus.sources import doc_id, load_texts
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir, sha256_file
@@ -38,7 +38,7 @@ def load_sets(data_dir: Path, forget_file: str | Path | None = None) -> Sets:
     data_dir = Path(data_dir)
     data = AuditSet.load(data_dir)
     if forget_file is not None:
-        forget = [r["text"] for r in load_records(Path(forget_file)) if str(r.get("text") or "").strip()]
+        forget = load_texts(Path(forget_file))
         if not forget:
             raise MemauditError(f"{forget_file}: no texts to forget")
     else:
@@ -56,17 +56,8 @@ def load_sets(data_dir: Path, forget_file: str | Path | None = None) -> Sets:
     )
 
 
-def check_out(model_dir: Path, out: Path, force: bool) -> None:
-    if Path(out).resolve() == Path(model_dir).resolve():
-        raise MemauditError(f"--out {out} is the input model; memaudit never modifies an input model")
-    if Path(out).exists() and not force:
-        raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
-
-
 def load_base(model_dir: Path) -> LoadedModel:
-    if not Path(model_dir).exists():
-        raise MemauditError(f"{model_dir}: no such model dir")
-    loaded = load_model(model_dir)
+    loaded = load_model(Path(model_dir))
     if loaded.sinks is not None:
         raise MemauditError(
             f"{model_dir} is a MemSink model; unlearning and ablation target standard models "

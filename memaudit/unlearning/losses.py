@@ -1,14 +1,29 @@
 """The unlearning objectives, on sequence log-likelihoods log pi(y|x) = sum of the token
 log-probs of a document (the boundary token is the context x, the text is y). Every method is
 a forget term plus, except plain gradient ascent, `retain_weight` times the token-mean NLL of
-retain documents (GradDiff's descent term), so the methods differ only in the forget term."""
+retain documents (GradDiff's descent term), so the methods differ only in the forget term:
+each is named by its method in `memaudit.unlearning.config.METHODS` and called the same way,
+loss(batch, config)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-METHODS = ("ga", "graddiff", "npo", "simnpo")
+if TYPE_CHECKING:
+    from memaudit.unlearning.config import UnlearnConfig
+
+
+@dataclass
+class ForgetBatch:
+    """The forget documents of one step, as a forget loss reads them."""
+
+    logp: torch.Tensor  # log pi_theta(y|x) [B]
+    lengths: torch.Tensor  # |y| [B]
+    ref_logp: torch.Tensor | None = None  # log pi_ref(y|x) [B], for methods with `needs_reference`
 
 
 def sequence_logp(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,22 +34,24 @@ def sequence_logp(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return -nll.sum(1), (targets != -100).sum(1)
 
 
-def ga_loss(logp: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def ga_loss(batch: ForgetBatch, config: UnlearnConfig) -> torch.Tensor:
     """Gradient ascent: minimize the token-mean log-likelihood of the forget batch (= ascend its NLL)."""
-    return logp.sum() / lengths.sum()
+    return batch.logp.sum() / batch.lengths.sum()
 
 
-def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+def npo_loss(batch: ForgetBatch, config: UnlearnConfig) -> torch.Tensor:
     """NPO (Zhang et al. 2024): (2/beta) * mean log(1 + (pi_theta(y|x) / pi_ref(y|x))^beta)
     = (2/beta) * mean softplus(beta * (log pi_theta - log pi_ref)), pi_ref the frozen starting
     model. Bounded below by 0, so unlike gradient ascent it slows down as pi_theta falls."""
-    return 2 / beta * F.softplus(beta * (logp - ref_logp)).mean()
+    beta = config.beta
+    return 2 / beta * F.softplus(beta * (batch.logp - batch.ref_logp)).mean()
 
 
-def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+def simnpo_loss(batch: ForgetBatch, config: UnlearnConfig) -> torch.Tensor:
     """SimNPO (Fan et al. 2024, eq. for L_SimNPO): -(2/beta) * mean log sigmoid(-(beta/|y|) log pi_theta(y|x) - gamma)
     = (2/beta) * mean log(1 + exp((beta/|y|) log pi_theta(y|x) + gamma)): NPO with the reference
     replaced by length normalization and a reward margin gamma. (The sign matters: with
     exp(-(beta/|y|) log pi - gamma) inside, minimizing would raise the forget likelihood.)
     Equals open-unlearning's `-logsigmoid(beta * (nll_mean - delta)) * 2/beta` with gamma = beta*delta."""
-    return 2 / beta * F.softplus(beta * logp / lengths + gamma).mean()
+    beta = config.beta
+    return 2 / beta * F.softplus(beta * batch.logp / batch.lengths + config.gamma).mean()

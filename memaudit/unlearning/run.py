@@ -7,7 +7,7 @@ limit, so a run cannot silently destroy the model."""
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,9 @@ from accelerate import Accelerator
 
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
+from memaudit.fileio import check_out
 from memaudit.models.zoo import context_length
 from memaudit.training.loop import (
-    LoopConfig,
     StepOutput,
     evaluate_losses,
     make_accelerator,
@@ -27,8 +27,9 @@ from memaudit.training.loop import (
     work_dir,
     write_model_dir,
 )
-from memaudit.unlearning.inputs import base_meta, check_out, load_base, load_sets, loss_sets, pad_batch
-from memaudit.unlearning.losses import METHODS, ga_loss, npo_loss, sequence_logp, simnpo_loss
+from memaudit.unlearning.config import UnlearnConfig
+from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.losses import ForgetBatch, sequence_logp
 
 LOG_FIELDS = [
     "step",
@@ -41,53 +42,6 @@ LOG_FIELDS = [
     "forget_loss",
     "heldout_loss",
 ]
-
-
-# Per-method defaults (100 steps, batch 8 + 8), measured on the demo model (figures: the package docstring).
-# Gradient ascent has no brake, so it needs a ~10x smaller step than NPO/SimNPO to stay within max_degradation.
-METHOD_DEFAULTS: dict[str, dict[str, float]] = {
-    "ga": {"lr": 1.5e-5},
-    "graddiff": {"lr": 2e-5},
-    "npo": {"lr": 2e-4, "beta": 0.1},
-    "simnpo": {"lr": 2e-4, "beta": 2.5},
-}
-
-
-@dataclass
-class UnlearnConfig(LoopConfig):
-    """None for lr or beta means the method's default (METHOD_DEFAULTS); `resolved()` fills them in."""
-
-    method: str = "npo"
-    steps: int = 100
-    batch_size: int = 8  # forget documents per step, and as many retain documents (none for ga)
-    lr: float | None = None
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    eval_every: int = 10
-    checkpoint_every: int = 50
-    beta: float | None = None  # npo/simnpo inverse temperature
-    gamma: float = 0.0  # simnpo reward margin
-    retain_weight: float = 1.0  # weight of the retain NLL (graddiff, npo, simnpo)
-    forget_file: str | None = None  # texts to forget instead of the data dir's members and canaries
-    max_degradation: float | None = 0.5  # nats of valid loss the run may add; None: no limit
-    eval_docs: int = 64  # documents of each eval set (valid, forget, held-out)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise MemauditError(f"unknown unlearning method {self.method!r}; use one of {', '.join(METHODS)}")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_docs"):
-            if getattr(self, name) < 1:
-                raise MemauditError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "beta"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise MemauditError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_degradation is not None and not self.max_degradation >= 0:
-            raise MemauditError(f"max_degradation must be >= 0 nats (or None), got {self.max_degradation}")
-
-    def resolved(self) -> UnlearnConfig:
-        """This config with the method's defaults in place of None: what a run uses and records."""
-        given = {k: v for k, v in (("lr", self.lr), ("beta", self.beta)) if v is not None}
-        return replace(self, **{**METHOD_DEFAULTS[self.method], **given})
 
 
 @dataclass
@@ -125,10 +79,12 @@ def unlearn(
     with memaudit.json (kind "unlearned") and unlearn_log.csv. The input model is never modified."""
     cfg = (config or UnlearnConfig()).resolved()
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    check_out(model_dir, out, force)
+    check_out(out, force=force, inputs=[model_dir, data_dir, cfg.forget_file])
     work = work_dir(out, resume=resume, force=force)
     sets = load_sets(data_dir, cfg.forget_file)
-    uses_retain = cfg.method != "ga"
+    method = cfg.spec
+    forget_loss = method.forget_loss()
+    uses_retain = method.uses_retain
     if uses_retain and not sets.retain:
         raise MemauditError(f"{data_dir}: no natural training documents to retain; {cfg.method} needs them")
     accelerator, precision = make_accelerator(cfg, announce=progress)
@@ -141,7 +97,7 @@ def unlearn(
     evals = loss_sets(loaded, sets, cfg.eval_docs)
     start = evaluate_losses(model, evals, pad_id)
     local = cfg.batch_size // accelerator.num_processes
-    ref_logp = _reference_logp(model, forget, pad_id, accelerator) if cfg.method == "npo" else None
+    ref_logp = _reference_logp(model, forget, pad_id, accelerator) if method.needs_reference else None
 
     def step(model: torch.nn.Module, index: int) -> StepOutput:
         first = index * cfg.batch_size + accelerator.process_index * local
@@ -151,14 +107,11 @@ def unlearn(
             seqs += [retain[i] for i in _cycle(len(retain), first, local, cfg.seed, 1)]
         ids, mask, labels = pad_batch(seqs, pad_id, accelerator.device)
         logp, lengths = sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)
-        f_logp, f_len = logp[:local], lengths[:local]
-        if cfg.method in ("ga", "graddiff"):
-            loss = ga_loss(f_logp, f_len)
-        elif cfg.method == "npo":
-            loss = npo_loss(f_logp, ref_logp[chosen].to(f_logp.device), cfg.beta)
-        else:
-            loss = simnpo_loss(f_logp, f_len, cfg.beta, cfg.gamma)
-        logs = {"forget_nll": -f_logp.sum() / f_len.sum()}
+        batch = ForgetBatch(logp[:local], lengths[:local])
+        if ref_logp is not None:
+            batch.ref_logp = ref_logp[chosen].to(batch.logp.device)
+        loss = forget_loss(batch, cfg)
+        logs = {"forget_nll": -batch.logp.sum() / batch.lengths.sum()}
         if uses_retain:
             logs["retain_nll"] = -logp[local:].sum() / lengths[local:].sum()
             loss = loss + cfg.retain_weight * logs["retain_nll"]

@@ -1,0 +1,81 @@
+"""MemSink settings and the registries of mask schemes and evaluation modes, without torch: the
+command line takes its choices and help text from here, and checks `--sinks G,P` before it
+imports anything heavy. `memaudit.models.sinks` applies them to a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from memaudit.errors import MemauditError
+from memaudit.validation import Range, check_choice, check_ranges, integer, number
+
+# scheme -> what it does (the masks themselves: memaudit.models.sinks.hash_mask / disjoint_mask)
+SCHEMES: dict[str, str] = {
+    "hash": "the reference function of MEMSINKS.md (documents' masks overlap)",
+    "disjoint": "ids fall into `groups` groups that own separate slices of the pool, so one group's sinks "
+    "can be deleted alone",
+}
+
+
+@dataclass(frozen=True)
+class EvalMode:
+    """What the sink pool and the shared units do in a forward pass. `scales(g, p)` gives the
+    (shared, sink) multipliers; None for `own`, whose sink scale is each document's own mask."""
+
+    summary: str
+    scales: Callable[[float, float], tuple[float, float]] | None
+
+
+EVAL_MODES: dict[str, EvalMode] = {
+    "off": EvalMode("sink pool zeroed: the paper's evaluation and deployment", lambda g, p: (1.0, 0.0)),
+    "off-rescaled": EvalMode(
+        "pool zeroed, shared units x(G+P)/G (the authors' code's dropout mode)", lambda g, p: ((g + p) / g, 0.0)
+    ),
+    "mean": EvalMode("pool x P (the authors' code's default 'all' mode)", lambda g, p: (1.0, p)),
+    "own": EvalMode("each document's own training mask: memorization on", None),
+}
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """How a MemSink model splits its MLPs; saved with the model so masks can be rebuilt bit for bit."""
+
+    shared_fraction: float = 0.7  # g: the first int(width * g) hidden units are shared
+    active_fraction: float = 0.3  # p: fraction of the sink pool (or of its group's slice) one id switches on
+    scheme: str = "hash"  # "hash": ids draw from the whole pool; "disjoint": each id group owns a slice
+    groups: int = 16  # disjoint scheme: number of id groups (group = id % groups)
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "shared_fraction": number(0, 1, low_open=True, high_open=True),
+        "active_fraction": number(0, 1, low_open=True, high_open=True),
+        "groups": integer(1, 1 << 16),
+    }
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+        check_choice("sink scheme", self.scheme, SCHEMES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SinkConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MemauditError(
+                f"unknown sink config keys {sorted(unknown)}; allowed: {', '.join(f.name for f in fields(cls))}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def parse(cls, value: str, **settings) -> SinkConfig:
+        """`G,P` as the command line writes it (e.g. "0.7,0.3"), with the other settings by name."""
+        try:
+            g, p = (float(v) for v in value.split(","))
+        except ValueError:
+            raise MemauditError(
+                f"sinks take G,P (shared fraction, active fraction), e.g. 0.7,0.3; got {value!r}"
+            ) from None
+        return cls(shared_fraction=g, active_fraction=p, **settings)
