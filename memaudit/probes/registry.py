@@ -76,6 +76,9 @@ class Headline:
 
 @dataclass(frozen=True)
 class Metric:
+    """One reported number: what it is (name, group, direction, meaning), how it is computed
+    from a scan (`compute`), and the roles views give it."""
+
     name: str
     group: str
     higher_is_better: bool | None  # None: neither; closer to `ideal` is better (or no direction)
@@ -93,12 +96,6 @@ class Metric:
         if self.higher_is_better is None:
             return f"→{self.ideal:g}" if self.ideal is not None else "·"
         return "↑" if self.higher_is_better else "↓"
-
-    @property
-    def direction(self) -> str:
-        if self.higher_is_better is None:
-            return f"closer to {self.ideal:g} is better" if self.ideal is not None else "no better direction"
-        return f"{'higher' if self.higher_is_better else 'lower'} is better"
 
     def entry(self, result: dict) -> dict:
         """A computed result as results.json stores it: value, n, ci95, then the metadata a reader
@@ -251,8 +248,8 @@ def report_relative() -> list[Metric]:
 
 def compute_all(inputs: MetricInputs, metrics: list[Metric] | None = None) -> dict[str, dict]:
     """Every metric (default: all a scan with `inputs.config` computes) that `inputs` measure, in
-    registry order; a metric measured against a model that is not given is left out, and so is one
-    whose rows are absent (never reported as NaN)."""
+    registry order. One whose inputs are absent (a model it is measured against, canaries,
+    validation text, an attack or a sweep prefix the suite did not run) is left out."""
     if metrics is None:
         metrics = [m for item in _ITEMS for m in (item.expand(inputs.config) if isinstance(item, Sweep) else [item])]
     out = {}

@@ -202,7 +202,7 @@ def markdown(doc: dict) -> str:
     rows = [
         [name, _md(run["label"]), *(fmt(by[lv]["value"]) if lv in by else "–" for lv in lvls)]
         for name in _detail_names(metric_names(doc))
-        if run_group(name, all_runs) in ("memorization", "extraction")
+        if _group(name, all_runs) in ("memorization", "extraction")
         for run in all_runs
         if (by := run["metrics"].get(name, {}).get("by_repeats"))
     ]
@@ -214,7 +214,7 @@ def markdown(doc: dict) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def run_group(name: str, all_runs: list[dict]) -> str | None:
+def _group(name: str, all_runs: list[dict]) -> str | None:
     """A metric's group: the registry's, else what a run recorded (a metric a newer scan knows)."""
     m = known(name)
     return m.group if m else next((r["metrics"][name].get("group") for r in all_runs if name in r["metrics"]), None)
@@ -266,7 +266,7 @@ def _metric_rows(doc: dict, names: list[str]) -> list[dict]:
         entries = {run["label"]: run["metrics"].get(name) for run in runs(doc)}
         best = _best(doc, name, entries)
         cells = [_cell(doc, run, name, entries[run["label"]], best) for run in runs(doc)]
-        group = run_group(name, runs(doc))
+        group = _group(name, runs(doc))
         rows.append(
             {
                 "name": name,
