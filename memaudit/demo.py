@@ -26,17 +26,37 @@ from memaudit.training.loop import train
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.run import UnlearnConfig, unlearn
 
+# Unlearning, ablation and the eight scans cost about this fraction of the three models' training
+# time. They scale with the same CPU speed, so the ratio carries across machines (measured in the
+# demo runs of docs/results.md).
+OTHER_WORK_PER_TRAINING_SECOND = 0.5
+
 
 @dataclass(frozen=True)
 class DemoConfig:
-    data: AuditConfig = field(default_factory=AuditConfig)
-    # ~1.7 epochs of the default audit set: the regime where memorization (and MemSinks' effect)
-    # shows (MEMSINKS.md), in ~2 minutes a model on 2 cores with bf16 autocast; three models and
-    # the rest fit the 10-minute budget of the demo.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=360))
+    # Lean enough for 10 minutes on a 2-core CPU without native bf16, in fp32: 6 members and 2
+    # canaries per repeat level (x128 included), 500 natural documents, members of 64-96 tokens
+    # (the `ci` suite's probe needs 64), a 2k vocabulary (the LM head dominates at this size).
+    data: AuditConfig = field(
+        default_factory=lambda: AuditConfig(
+            members_per_level=6,
+            canaries_per_level=2,
+            n_valid=200,
+            n_natural=500,
+            min_tokens=64,
+            max_tokens=96,
+            vocab_size=2048,
+        )
+    )
+    # ~2 epochs of that set (307k tokens a model): the regime where memorization and MemSinks'
+    # effect show. Batches of 8 at lr 2e-3 give twice the optimizer steps of 16 at 1e-3 for the
+    # same tokens, and memorize more (measured in docs/results.md).
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=300, batch_size=8, lr=2e-3, warmup_steps=20)
+    )
     sinks: SinkConfig = field(default_factory=SinkConfig)
-    # Method defaults (lr, beta), 60 steps with bf16 autocast and fewer, smaller evaluations: the
-    # max-degradation guard still checks validation loss every 20 steps.
+    # Method defaults (lr, beta), 60 steps, fewer and smaller evaluations: the max-degradation
+    # guard still checks validation loss every 20 steps.
     unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(steps=60, eval_every=20, eval_docs=32))
     unlearn_methods: tuple[str, ...] = ("ga", "npo")
     ablate_ratio: float = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
@@ -54,8 +74,9 @@ QUICK = DemoConfig(  # tiny settings that show the whole path in about a minute,
         max_tokens=120,
         vocab_size=512,
     ),
-    train=TrainConfig(arch="gpt2-1m", steps=300, batch_size=8, lr=3e-3, warmup_steps=10),
-    unlearn=UnlearnConfig(steps=30, lr=1e-3, warmup_steps=3, eval_every=10),  # a 1M model takes a larger step
+    # fp32: at 1M parameters bf16 gains little, and fp32 makes these models (the tests' too) the same on every CPU.
+    train=TrainConfig(arch="gpt2-1m", steps=300, batch_size=8, lr=3e-3, warmup_steps=10, precision="fp32"),
+    unlearn=UnlearnConfig(steps=30, lr=1e-3, warmup_steps=3, eval_every=10, precision="fp32"),  # a larger step at 1M
     suite="ci",
 )
 
@@ -77,25 +98,66 @@ class _Steps:
         self.seconds[name] = time.perf_counter() - start
 
 
-def run_demo(out: Path, quick: bool = False, console: Console | None = None, config: DemoConfig | None = None) -> dict:
+@dataclass
+class _Estimate:
+    """Prints, once, after the first trained model's first steps, how long the whole demo will
+    take: the training steps left at the measured step time, plus the rest (unlearning, ablation,
+    scans), which costs about OTHER_WORK_PER_TRAINING_SECOND of the training time."""
+
+    console: Console
+    training_steps: int  # of every model still to train
+    begin: float
+    after_steps: int = 10
+    printed: bool = False
+
+    def __call__(self, done: int, seconds_per_step: float) -> None:
+        if self.printed or done < self.after_steps:
+            return
+        self.printed = True
+        training = self.training_steps * seconds_per_step
+        total = training * (1 + OTHER_WORK_PER_TRAINING_SECOND)
+        self.console.print(
+            f"[dim]estimate: about {_minutes(total)} in all ({seconds_per_step:.2f} s a training step here; "
+            f"training {_minutes(training)}), done around {time.strftime('%H:%M', time.localtime(self.begin + total))}[/]"
+        )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_demo(
+    out: Path,
+    quick: bool = False,
+    console: Console | None = None,
+    config: DemoConfig | None = None,
+    *,
+    precision: str | None = None,
+    threads: int | None = None,
+) -> dict:
     """Returns the comparative report document (also written to OUT/report/). `config` replaces
-    the defaults (e.g. more training steps, the full probe suite)."""
+    the defaults (e.g. more training steps, the full probe suite); `precision` and `threads`, when
+    given, replace the config's for training and unlearning."""
     console = console or Console()
     cfg = config or (QUICK if quick else DemoConfig())
+    overrides = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
+    cfg = replace(cfg, train=replace(cfg.train, **overrides), unlearn=replace(cfg.unlearn, **overrides))
     out = Path(out)
     data, models, runs = out / "data", out / "models", out / "runs"
     step = _Steps(console)
     begin = time.perf_counter()
+    trained = {"standard": {}, "no-repeats": {"no_repeats": True}, "memsink": {"sinks": cfg.sinks.to_dict()}}
+    to_train = [name for name in trained if not (models / name / "memaudit.json").exists()]
+    estimate = _Estimate(console, len(to_train) * cfg.train.steps, time.time())
 
     step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
-    trained = {"standard": {}, "no-repeats": {"no_repeats": True}, "memsink": {"sinks": cfg.sinks.to_dict()}}
     for name, changes in trained.items():
         model = models / name
         resume = model.with_name(name + ".partial").exists()
         step(
             f"train the {name} model ({cfg.train.arch}, {cfg.train.steps} steps)",
             model / "memaudit.json",
-            lambda m=model, c=changes, r=resume: train(data, m, replace(cfg.train, **c), resume=r),
+            lambda m=model, c=changes, r=resume: train(data, m, replace(cfg.train, **c), resume=r, on_step=estimate),
         )
     step(
         "remove the sinks",

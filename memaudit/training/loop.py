@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from math import nan
 from pathlib import Path
 
 import torch
@@ -156,6 +157,36 @@ def work_dir(out: Path, *, resume: bool, force: bool) -> Path:
     return work
 
 
+StepHook = Callable[[int, float], None]  # (steps done, mean seconds per step so far) after every step
+
+
+@dataclass
+class _Meter:
+    """Running sums between log rows, and throughput over every timed step."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+    tokens: float = 0.0
+    seconds: float = 0.0
+    steps: int = 0
+
+    def add(self, values: dict[str, float], tokens: float, seconds: float | None) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.n += 1
+        if seconds is not None:  # None: an untimed step (the first pays for warm-up allocations)
+            self.tokens, self.seconds, self.steps = self.tokens + tokens, self.seconds + seconds, self.steps + 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def take_averages(self) -> dict[str, float]:
+        averages = {key: value / self.n for key, value in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return averages
+
+
 def optimize(
     accelerator: Accelerator,
     model: PreTrainedModel,
@@ -169,6 +200,7 @@ def optimize(
     resume: bool = False,
     progress: bool = True,
     guard: Guard | None = None,
+    on_step: StepHook | None = None,
 ) -> LoopResult:
     """Run steps [start, cfg.steps) of `step_fn` under AdamW; evaluate every `eval_every` steps
     and at the end (and before each checkpoint when a guard is set, so every checkpoint is a
@@ -178,83 +210,30 @@ def optimize(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-
-    start = 0
-    if resume:
-        accelerator.load_state(str(work / "checkpoint"))
-        start = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
-    elif accelerator.is_main_process:  # file system changes happen once, on the main process
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    log_path = work / f"{label}_log.csv"
-    if accelerator.is_main_process:
-        kept_rows = []
-        if resume and log_path.is_file():
-            with open(log_path) as f:
-                kept_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        with open(log_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, log_fields)
-            writer.writeheader()
-            writer.writerows(kept_rows)
-
-    sums: dict[str, float] = {}
-    n_summed = 0
-    timed_tokens, timed_seconds = 0.0, 0.0
-    last: dict = {}
+    start = _start(accelerator, work, resume)
+    log_path = _open_log(accelerator, work / f"{label}_log.csv", log_fields, start if resume else None)
+    meter, last = _Meter(), {}
     # With a guard, the state to fall back on: (steps, CPU copy of the weights, its log row).
     kept = (start, _weights(accelerator.unwrap_model(model)), {}) if guard else None
     stopped, stopped_at = None, None
-    show = progress and accelerator.is_main_process
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn(f"[bold]{label}[/] {{task.description}}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
-        TimeRemainingColumn(),
-        disable=not show,
-    )
+    bar = _progress_bar(label, show=progress and accelerator.is_main_process)
     with bar:
-        task = bar.add_task(
-            work.name.removesuffix(".partial"), total=cfg.steps, completed=start, loss=float("nan"), tps=0.0
-        )
+        task = bar.add_task(work.name.removesuffix(".partial"), total=cfg.steps, completed=start, loss=nan, tps=0.0)
         model.train()
         try:
             for step in range(start, cfg.steps):
                 t0 = time.perf_counter()
-                with accelerator.autocast():
-                    out = step_fn(model, step)
-                accelerator.backward(out.loss)
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                # One reduction per step: the loss, the tokens, and the step's extra logs.
-                values = [out.loss.detach().float(), torch.tensor(float(out.tokens), device=out.loss.device)]
-                values += [v.detach().float() for v in out.logs.values()]
-                reduced = accelerator.reduce(torch.stack(values), reduction="mean").tolist()
-                for key, value in zip(["train_loss", *out.logs], [reduced[0], *reduced[2:]]):
-                    sums[key] = sums.get(key, 0.0) + value
-                n_summed += 1
-                elapsed = time.perf_counter() - t0
-                if step > start:  # the first step pays for warm-up allocations
-                    timed_tokens += reduced[1] * accelerator.num_processes
-                    timed_seconds += elapsed
-                tps = timed_tokens / timed_seconds if timed_seconds else 0.0
-                bar.update(task, advance=1, loss=reduced[0], tps=tps)
+                values, tokens = _step(accelerator, model, optimizer, scheduler, step_fn, step, cfg.grad_clip)
+                meter.add(values, tokens, time.perf_counter() - t0 if step > start else None)
+                bar.update(task, advance=1, loss=values["train_loss"], tps=meter.tokens_per_s)
                 done = step + 1
+                if on_step and meter.steps:
+                    on_step(done, meter.seconds / meter.steps)
                 checkpoint_due = done % cfg.checkpoint_every == 0 and done < cfg.steps
                 if done % cfg.eval_every == 0 or done == cfg.steps or (guard and checkpoint_due):
-                    row = {
-                        "step": done,
-                        "lr": scheduler.get_last_lr()[0],
-                        **{key: value / n_summed for key, value in sums.items()},
-                        "tokens_per_s": round(tps, 1),
-                        **evaluate(accelerator.unwrap_model(model), done),
-                    }
-                    sums, n_summed = {}, 0
+                    row = {"step": done, "lr": scheduler.get_last_lr()[0], **meter.take_averages()}
+                    row |= {"tokens_per_s": round(meter.tokens_per_s, 1)}
+                    row |= evaluate(accelerator.unwrap_model(model), done)
                     if accelerator.is_main_process:
                         with open(log_path, "a", newline="") as f:
                             csv.DictWriter(f, log_fields).writerow(row)
@@ -276,14 +255,63 @@ def optimize(
     if stopped:
         steps, weights, last = kept
         unwrapped.load_state_dict(weights)
-    return LoopResult(
-        model=unwrapped,
-        steps=steps,
-        tokens_per_s=timed_tokens / timed_seconds if timed_seconds else 0.0,
-        log_path=log_path,
-        final=last,
-        stopped=stopped,
-        stopped_at=stopped_at,
+    return LoopResult(unwrapped, steps, meter.tokens_per_s, log_path, last, stopped, stopped_at)
+
+
+def _step(accelerator, model, optimizer, scheduler, step_fn: StepFn, step: int, grad_clip: float):
+    """One optimizer step; returns the loss and extra logs averaged over processes (one
+    reduction for all of them) and the tokens all processes consumed."""
+    with accelerator.autocast():
+        out = step_fn(model, step)
+    accelerator.backward(out.loss)
+    accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    values = [out.loss.detach().float(), torch.tensor(float(out.tokens), device=out.loss.device)]
+    values += [v.detach().float() for v in out.logs.values()]
+    reduced = accelerator.reduce(torch.stack(values), reduction="mean").tolist()
+    logs = dict(zip(["train_loss", *out.logs], [reduced[0], *reduced[2:]]))
+    return logs, reduced[1] * accelerator.num_processes
+
+
+def _start(accelerator: Accelerator, work: Path, resume: bool) -> int:
+    """The step a run starts from: its checkpoint's when resuming, else 0 in a fresh work dir."""
+    start = 0
+    if resume:
+        accelerator.load_state(str(work / "checkpoint"))
+        start = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
+    elif accelerator.is_main_process:  # file system changes happen once, on the main process
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    return start
+
+
+def _open_log(accelerator: Accelerator, log_path: Path, fields: list[str], resumed_at: int | None) -> Path:
+    """A fresh CSV log, keeping the rows up to the checkpoint of a resumed run."""
+    if accelerator.is_main_process:
+        kept_rows = []
+        if resumed_at is not None and log_path.is_file():
+            with open(log_path) as f:
+                kept_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_at]
+        with open(log_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(kept_rows)
+    return log_path
+
+
+def _progress_bar(label: str, show: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        disable=not show,
     )
 
 
@@ -311,8 +339,18 @@ def write_model_dir(
 
 
 def train(
-    data_dir: Path, out: Path, cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True
+    data_dir: Path,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    on_step: StepHook | None = None,
 ) -> TrainResult:
+    """Train `cfg.arch` from scratch on a data dir's training rows (all but the planted ones for
+    the no-repeats oracle; with sinks masked per document for a MemSink model), logging valid and
+    member loss as memorization grows, and write a Hugging Face model dir with memaudit.json."""
     data_dir, out = Path(data_dir), Path(out)
     work = work_dir(out, resume=resume, force=force)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.seq_len < 2:
@@ -322,34 +360,18 @@ def train(
     accelerator, precision = make_accelerator(cfg, announce=progress)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
-    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
     config = build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id)
     model = build_model(config, cfg.seed)
-    max_len = context_length(config)
-    if cfg.seq_len > max_len:
-        raise MemauditError(f"--seq-len {cfg.seq_len} exceeds the model's context of {max_len} tokens")
+    if cfg.seq_len > context_length(config):
+        raise MemauditError(f"--seq-len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
     sinks = None
     if cfg.sinks:
         from memaudit.models.sinks import SinkConfig, Sinks
 
         sinks = Sinks(model, SinkConfig.from_dict(cfg.sinks))
         sinks.mode = "own"
-    stream = PackedStream(
-        [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
-        [r["doc_id"] for r in rows],
-        [r["repeats"] for r in rows],
-        eos_id=tok.eos_token_id,
-        seq_len=cfg.seq_len,
-        seed=cfg.seed,
-    )
-    members = [r for r in data.audit if r["kind"] == "repeated"]
-    member_tokens = encode_documents(tok, [r["text"] for r in members], max_len)
-    loss_sets = [
-        LossSet("valid_loss", encode_documents(tok, [r["text"] for r in data.valid[: cfg.eval_docs]], max_len)),
-        LossSet("member_loss", member_tokens),
-    ]
-    if sinks is not None:
-        loss_sets.append(LossSet("member_loss_own", member_tokens, [r["doc_id"] for r in members]))
+    stream = _stream(data, tok, cfg)
+    loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
     local = cfg.batch_size // accelerator.num_processes
 
     def step(model: torch.nn.Module, index: int) -> StepOutput:
@@ -364,11 +386,19 @@ def train(
         return {"epoch": epoch, **evaluate_losses(model, loss_sets, tok.pad_token_id, sinks)}
 
     result = optimize(
-        accelerator, model, cfg, step, evaluate, work=work, log_fields=LOG_FIELDS, resume=resume, progress=progress
+        accelerator,
+        model,
+        cfg,
+        step,
+        evaluate,
+        work=work,
+        log_fields=LOG_FIELDS,
+        resume=resume,
+        progress=progress,
+        on_step=on_step,
     )
     if sinks is not None:
         sinks.mode = "off"
-    tokens_per_step = cfg.batch_size * cfg.seq_len
     meta = {
         "memaudit_version": __version__,
         "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
@@ -379,7 +409,7 @@ def train(
         "sinks": cfg.sinks,
         "seed": cfg.seed,
         "steps": cfg.steps,
-        "tokens_seen": cfg.steps * tokens_per_step,
+        "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
         "epochs": round(cfg.steps * cfg.batch_size / stream.blocks_per_epoch, 3),
         "processes": accelerator.num_processes,
         "tokens_per_s": round(result.tokens_per_s, 1),
@@ -387,13 +417,36 @@ def train(
         "final": result.final,
     }
     write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)
-    return TrainResult(
-        path=out,
-        steps=cfg.steps,
-        tokens_per_s=result.tokens_per_s,
-        final=result.final,
-        is_main_process=accelerator.is_main_process,
+    return TrainResult(out, cfg.steps, result.tokens_per_s, result.final, accelerator.is_main_process)
+
+
+def _stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
+    """The training rows packed into sequences (the oracle's without the planted documents)."""
+    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
+    return PackedStream(
+        [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
+        [r["doc_id"] for r in rows],
+        [r["repeats"] for r in rows],
+        eos_id=tok.eos_token_id,
+        seq_len=cfg.seq_len,
+        seed=cfg.seed,
     )
+
+
+def _loss_sets(
+    data: AuditSet, tok: PreTrainedTokenizerBase, max_len: int, eval_docs: int, *, with_own: bool
+) -> list[LossSet]:
+    """What training logs at each eval point: valid loss, member loss (sinks off) and, for a
+    MemSink model, member loss with each member's own sinks on."""
+    members = [r for r in data.audit if r["kind"] == "repeated"]
+    member_tokens = encode_documents(tok, [r["text"] for r in members], max_len)
+    sets = [
+        LossSet("valid_loss", encode_documents(tok, [r["text"] for r in data.valid[:eval_docs]], max_len)),
+        LossSet("member_loss", member_tokens),
+    ]
+    if with_own:
+        sets.append(LossSet("member_loss_own", member_tokens, [r["doc_id"] for r in members]))
+    return sets
 
 
 def _checkpoint(accelerator: Accelerator, work: Path, step: int) -> None:
