@@ -185,6 +185,7 @@ def _model_info(loaded: LoadedModel, sink_mode: str | None) -> dict:
         "arch": meta.get("arch", type(loaded.model).__name__),
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
         "sink_mode": sink_mode,
+        "precision": loaded.precision.to_dict(),
         "sinks": meta.get("sinks"),
         "trained": {k: meta[k] for k in ("steps", "epochs", "tokens_seen", "seed") if k in meta},
     }
@@ -209,7 +210,7 @@ def scan(
     the model before unlearning) scanned on the same audit set: it feeds the `ref` membership
     attack and the reference-relative metrics (forgetting, privleak, degradation)."""
     config = config or ScanConfig()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, precision="auto")
     audit = _audit_input(data_dir, audit_rows, valid_texts)
     sink_mode = _set_sink_mode(loaded, sinks_mode)
     ctx = context_length(loaded.model.config)
