@@ -1,6 +1,6 @@
 """The probes as pure functions of the scoring pass's arrays: extraction verdicts, membership
 scores and their ROC statistics, canary exposure, metric aggregation, suites. Property tests
-(hypothesis) pin down the definitions of METRICS.md; the real-model checks are in test_scan.py."""
+(hypothesis) pin down the definitions of docs/metrics.md; the real-model checks are in test_scan.py."""
 
 import json
 import math

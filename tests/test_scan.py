@@ -57,7 +57,7 @@ def test_same_scan_twice_same_numbers(results, tiny_models, tiny_data):
 
 
 def test_teacher_forced_verdict_equals_greedy_generate(tiny_models, tiny_data):
-    """METRICS.md's premise, on a trained model: greedy decoding from a true prefix reproduces the
+    """docs/metrics.md's premise, on a trained model: greedy decoding from a true prefix reproduces the
     suffix iff every suffix token is the teacher-forced argmax. 24 sequences x 5 prefix lengths."""
     loaded = load_model(tiny_models["standard"])
     rows = [json.loads(line) for line in (tiny_data / "audit.jsonl").read_text().splitlines()]
@@ -110,7 +110,7 @@ def test_run_dir_views_render_from_results(results, tmp_path):
     assert "| extraction.exact_rate | ↓ |" in (out / "summary.md").read_text()
 
 
-# Probes beyond loss and exact extraction (METRICS.md): membership inference, the prefix sweep,
+# Probes beyond loss and exact extraction (docs/metrics.md): membership inference, the prefix sweep,
 # strength, canary exposure, reference-relative metrics and suites, on real models.
 
 

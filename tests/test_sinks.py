@@ -55,7 +55,7 @@ def tiny_model(arch: str) -> torch.nn.Module:
 
 
 def numpy_hash_mask(ids: list[int], n_sink: int, p: float) -> np.ndarray:
-    """MEMSINKS.md's reference, written independently: numpy int64 arrays wrap silently on overflow."""
+    """docs/memsinks.md's reference, written independently: numpy int64 arrays wrap silently on overflow."""
     a, m, base = 1588635695, 4294967291, 65536
     powers = np.cumprod(np.concatenate([[1], np.full(n_sink - 1, a)]).astype(np.int64))  # a**j, wrapped
     c = np.remainder(powers, m)

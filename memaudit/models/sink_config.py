@@ -13,7 +13,7 @@ from memaudit.validation import Range, check_choice, check_ranges, integer, numb
 
 # scheme -> what it does (the masks themselves: memaudit.models.sinks.hash_mask / disjoint_mask)
 SCHEMES: dict[str, str] = {
-    "hash": "the reference function of MEMSINKS.md (documents' masks overlap)",
+    "hash": "the reference function of docs/memsinks.md (documents' masks overlap)",
     "disjoint": "ids fall into `groups` groups that own separate slices of the pool, so one group's sinks "
     "can be deleted alone",
 }

@@ -1,4 +1,4 @@
-"""Memorization sinks (Ghosal et al., ICML 2025; the method as specified in MEMSINKS.md) on Hugging Face causal
+"""Memorization sinks (Ghosal et al., ICML 2025; the method as specified in docs/memsinks.md) on Hugging Face causal
 LMs. Every MLP hidden layer is split into shared units (always on) and a sink pool; each document id switches on
 its own subset of the pool, so what is specific to a document collects in units that can be dropped afterwards.
 
@@ -23,7 +23,7 @@ from memaudit.errors import MemauditError
 from memaudit.models.sink_config import EVAL_MODES, SinkConfig  # SinkConfig: also imported from here
 from memaudit.validation import check_choice
 
-# The reference hash (MEMSINKS.md). `id * _BASE` wraps in int64, so the hash sees only `id mod _ID_PERIOD`.
+# The reference hash (docs/memsinks.md). `id * _BASE` wraps in int64, so the hash sees only `id mod _ID_PERIOD`.
 _A, _M, _BASE = 1588635695, 4294967291, 65536
 _ID_PERIOD = 2**48
 _HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # down projections that carry a sink hook
@@ -51,7 +51,7 @@ def _multipliers(n_sink: int) -> torch.Tensor:
 
 
 def hash_mask(ids: torch.Tensor, n_sink: int, p: float) -> torch.Tensor:
-    """The reference mask of MEMSINKS.md, bit-exact: int64 with wrap-around. ids: int64 [N] -> bool [N, n_sink].
+    """The reference mask of docs/memsinks.md, bit-exact: int64 with wrap-around. ids: int64 [N] -> bool [N, n_sink].
 
     h / M is compared with p in float64. Raises MemauditError on ids <= 0 and on multiples of 2**48, which wrap to
     id 0 and would switch every sink on."""

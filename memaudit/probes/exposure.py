@@ -1,4 +1,4 @@
-"""Canary exposure (Carlini et al. 2019, "The Secret Sharer"), METRICS.md.
+"""Canary exposure (Carlini et al. 2019, "The Secret Sharer"), docs/metrics.md.
 
 A canary is a template with a random secret drawn from a known space R. Its exposure is
 log2|R| - log2(rank), rank = 1 + the number of secrets in R whose full text the model finds

@@ -1,4 +1,4 @@
-"""Extraction verdicts from the scoring pass, with no generation (METRICS.md).
+"""Extraction verdicts from the scoring pass, with no generation (docs/metrics.md).
 
 Greedy decoding from the true prefix emits the true suffix token t iff every earlier suffix
 token was emitted too and `hit[t]` (the argmax of the teacher-forced distribution is the true

@@ -1,4 +1,4 @@
-"""Membership-inference attacks (METRICS.md): a score per sequence from the scoring pass, and
+"""Membership-inference attacks (docs/metrics.md): a score per sequence from the scoring pass, and
 how well each score separates members from non-members.
 
 Convention: every score here is oriented so that HIGHER means "more likely a member", so one

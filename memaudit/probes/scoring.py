@@ -1,4 +1,4 @@
-"""The one scoring pass (METRICS.md): a batched, teacher-forced forward over every audited
+"""The one scoring pass (docs/architecture.md): a batched, teacher-forced forward over every audited
 sequence that keeps per-token statistics instead of logits. From these arrays every probe is
 computed, with no generation: greedy extraction at every prefix length (`hit`), loss and
 membership scores (`logp`, `mu`, `sigma`), (n,p)-discoverability (`topk_logp`).
