@@ -106,14 +106,22 @@ def _refuse(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _as_flag(message: str, command: click.Command | None) -> str:
-    """Library messages start with the setting's field name ("batch_size must be ..."); on the
-    command line, name the option instead ("--batch-size must be ...")."""
-    name, _, rest = message.partition(" ")
-    for param in command.params if command is not None else ():
-        if isinstance(param, click.Option) and param.name == name and not param.hidden:
-            return f"{max(param.opts, key=len)} {rest}"
-    return message
+def _as_flags(message: str, command: click.Command | None) -> str:
+    """Library messages name settings by their field names ("batch_size must be ...",
+    "min_tokens must be <= max_tokens"); on the command line, name the options instead: the
+    first word, and any other word with an underscore (plain words like "valid" or "corpus" are
+    prose there, not settings). Only whole words, so a path or a quoted value is never touched."""
+    flags = {
+        p.name: max(p.opts, key=len)
+        for p in (command.params if command is not None else ())
+        if isinstance(p, click.Option) and not p.hidden
+    }
+    words = message.split(" ")
+    for i, word in enumerate(words):
+        name = word.rstrip(",;:")
+        if name in flags and (i == 0 or "_" in name):
+            words[i] = flags[name] + word[len(name) :]
+    return " ".join(words)
 
 
 class MemauditGroup(click.Group):
@@ -128,7 +136,7 @@ class MemauditGroup(click.Group):
             _refuse(f"{e.format_message()} (see `{where} --help`)")
         except MemauditError as e:
             name = ctx.invoked_subcommand
-            _refuse(_as_flag(str(e), self.get_command(ctx, name) if name else None))
+            _refuse(_as_flags(str(e), self.get_command(ctx, name) if name else None))
 
 
 MemauditGroup.group_class = MemauditGroup  # `data` and `scan` refuse the same way
@@ -234,11 +242,13 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
 )
 @click.option(
     "--sink-scheme",
+    "scheme",
     type=click.Choice(list(SCHEMES)),
     **_default(SinkConfig, "scheme", help="; ".join(f"{name}: {what}" for name, what in SCHEMES.items()) + "."),
 )
 @click.option(
     "--sink-groups",
+    "groups",
     **_default(SinkConfig, "groups", help="Disjoint scheme: id groups that own separate slices of the pool."),
 )
 @click.option("--eval-every", **_default(TrainConfig, "eval_every"))
@@ -249,8 +259,8 @@ def train(
     data_dir: Path,
     out: Path,
     sinks: str | None,
-    sink_scheme: str,
-    sink_groups: int,
+    scheme: str,
+    groups: int,
     resume: bool,
     force: bool,
     precision: str,
@@ -268,7 +278,7 @@ def train(
     from memaudit.corpus.audit import AuditSet
     from memaudit.fileio import check_out
 
-    sink_config = SinkConfig.parse(sinks, scheme=sink_scheme, groups=sink_groups).to_dict() if sinks else None
+    sink_config = SinkConfig.parse(sinks, scheme=scheme, groups=groups).to_dict() if sinks else None
     config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
     AuditSet.check(data_dir)
     check_out(out, force=force, inputs=[data_dir])
@@ -325,7 +335,6 @@ def scan() -> None:
 )
 @click.option(
     "--reference",
-    type=click.Path(path_type=Path),
     help="Reference model (never trained on the members, or the model before unlearning): `ref` attack and reference-relative metrics.",
 )
 @click.option("--prefix-len", type=int, help="Override the suite's headline prefix length (tokens).")
@@ -638,13 +647,19 @@ def report(
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
     """
     from memaudit.fileio import check_out
+    from memaudit.report.gate import evaluate_gates, parse_gates
+    from memaudit.run_files import read_results
+
+    inputs = [*runs, *([reference] if reference is not None else [])]
+    check_out(out, force=force, inputs=inputs)
+    for run_dir in inputs:
+        read_results(run_dir)
+    gates = parse_gates(fail_on)
+
     from memaudit.report.compare import compare_runs
     from memaudit.report.console import print_report
-    from memaudit.report.gate import evaluate_gates, parse_gates
     from memaudit.report.render import write_report
 
-    check_out(out, force=force, inputs=[*runs, reference])
-    gates = parse_gates(fail_on)
     doc = compare_runs(runs, reference=reference, redact=redact)
     verdicts = evaluate_gates(doc, gates)
     if verdicts:

@@ -113,8 +113,12 @@ def check_out(out: Path, *, force: bool = False, inputs: Iterable[Path | str | N
     (writing it would change the input), one that exists without `force`, and one whose folder
     cannot be created or written (a file on the way, a read-only or virtual file system).
     Creates nothing; returns `out` as a Path."""
+    if not str(out).strip():
+        raise MemauditError("the output path is empty; name a file or folder")
     out = Path(out)
     where = out.resolve()
+    if where == Path.cwd() or where in Path.cwd().parents:
+        raise MemauditError(f"{out} is or holds the current folder; write elsewhere")
     for given in inputs:
         if given is None or not Path(given).exists():
             continue

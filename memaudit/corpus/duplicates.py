@@ -250,10 +250,10 @@ def scan_corpus(
     dir's own tokenizer, else words and punctuation), so a 50-token n-gram means what the model saw."""
     if ngram_tokens < 1 or minhash_perm < 1 or top < 1:
         raise MemauditError(
-            f"--ngram, the MinHash permutations and --top must be positive, got {ngram_tokens}, {minhash_perm}, {top}"
+            f"ngram_tokens (--ngram), minhash_perm and top (--top) must be positive, got {ngram_tokens}, {minhash_perm}, {top}"
         )
     if not 0 < near_threshold <= 1:
-        raise MemauditError(f"--near is a Jaccard similarity in (0, 1], got {near_threshold}")
+        raise MemauditError(f"near_threshold (--near) is a Jaccard similarity in (0, 1], got {near_threshold}")
     start = time.perf_counter()
     rows, data_dir = _load(source, expand_repeats)
 

@@ -41,6 +41,10 @@ def load_tokenizer(path: Path | str, gguf_file: str | None = None) -> PreTrained
         tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
     except Exception as e:  # transformers raises OSError/ValueError/... for broken dirs
         raise MemauditError(f"{path}: no usable tokenizer ({type(e).__name__}: {e})") from None
+    if not tok("memaudit", add_special_tokens=False)["input_ids"]:  # transformers makes an empty one
+        raise MemauditError(
+            f"{path}: no tokenizer files there (it encodes text to nothing); pass the model's tokenizer"
+        )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
     return tok

@@ -5,6 +5,7 @@ how to re-attach the sinks. Loading is safe by default: safetensors only, no rem
 from __future__ import annotations
 
 import pickle
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from memaudit.precision import Precision, resolve_precision
 
 META_FILE = "memaudit.json"
 # What a model's files that passed locate_model's checks can still raise in from_pretrained: a
-# config transformers does not know, tensors that do not fit the config, a broken pickle.
-LOAD_ERRORS = (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError)
+# config transformers does not know, tensors that do not fit the config, a broken pickle, a GGUF
+# file cut short after its header.
+LOAD_ERRORS = (OSError, ValueError, EOFError, RuntimeError, struct.error, pickle.UnpicklingError, SafetensorError)
 
 
 @dataclass
