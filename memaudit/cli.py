@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import click
 from memaudit.corpus.config import AuditConfig
 from memaudit.errors import MemauditError
 from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig
+from memaudit.probes.suite import suite_names
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import METHODS, AblateConfig, UnlearnConfig, defaults_text
 from memaudit.validation import default_of
@@ -107,21 +109,17 @@ def _refuse(message: str) -> None:
 
 
 def _as_flags(message: str, command: click.Command | None) -> str:
-    """Library messages name settings by their field names ("batch_size must be ...",
-    "min_tokens must be <= max_tokens"); on the command line, name the options instead: the
-    first word, and any other word with an underscore (plain words like "valid" or "corpus" are
-    prose there, not settings). Only whole words, so a path or a quoted value is never touched."""
+    """Library messages name settings by their field names: as the first word ("batch_size must
+    be ...") or in backticks elsewhere ("min_tokens must be <= `max_tokens`"). On the command
+    line, name the options instead ("--batch-size", "--max-tokens"); anything else is untouched."""
     flags = {
         p.name: max(p.opts, key=len)
         for p in (command.params if command is not None else ())
         if isinstance(p, click.Option) and not p.hidden
     }
-    words = message.split(" ")
-    for i, word in enumerate(words):
-        name = word.rstrip(",;:")
-        if name in flags and (i == 0 or "_" in name):
-            words[i] = flags[name] + word[len(name) :]
-    return " ".join(words)
+    first, _, rest = message.partition(" ")
+    message = f"{flags.get(first, first)} {rest}" if rest else message
+    return re.sub(r"`(\w+)`", lambda m: flags.get(m[1], m[0]), message)
 
 
 class MemauditGroup(click.Group):
@@ -331,7 +329,7 @@ def scan() -> None:
     "--suite",
     default="default",
     show_default=True,
-    help="Probe suite: default, ci, full, or a YAML file (see probes/).",
+    help=f"Probe suite: {', '.join(suite_names())}, or a YAML file (see probes/).",
 )
 @click.option(
     "--reference",

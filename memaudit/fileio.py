@@ -129,7 +129,7 @@ def check_out(out: Path, *, force: bool = False, inputs: Iterable[Path | str | N
             )
     if os.path.lexists(out) and not force:
         kind = "a file" if not out.is_dir() else "a folder"
-        raise MemauditError(f"{out} already exists ({kind}); write elsewhere, or replace it with --force (force=True)")
+        raise MemauditError(f"{out} already exists ({kind}); write elsewhere, or pass `force` to replace it")
     ancestor = out.parent.absolute()
     while not ancestor.exists():
         ancestor = ancestor.parent

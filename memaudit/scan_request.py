@@ -65,11 +65,11 @@ class ScanRequest:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if (self.data_dir is None) == (self.audit is None):
             raise MemauditError(
-                "a scan needs exactly one audit set: data_dir (--data, a data dir from `memaudit data build`) "
-                "or audit (--audit, a file of texts), not both"
+                "a scan needs exactly one audit set: `data_dir` (a data dir from `memaudit data build`) "
+                "or `audit` (a file of texts), not both"
             )
         if self.nonmembers is not None and self.audit is None:
-            raise MemauditError("nonmembers go with audit (--audit FILE); a data dir holds its own held-out texts")
+            raise MemauditError("nonmembers go with `audit`; a data dir holds its own held-out texts")
         check_ranges(self, self.RANGES)
         if self.sinks_mode is not None:
             check_choice("sink mode", self.sinks_mode, EVAL_MODES)

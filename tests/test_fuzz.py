@@ -180,7 +180,7 @@ def test_the_api_refuses_with_the_field_name_the_cli_with_the_flag(tmp_path):
         TrainConfig(steps=2.5)
     with pytest.raises(MemauditError, match="a scan needs exactly one audit set"):
         ScanRequest(model="m", out=tmp_path / "o", data_dir=tmp_path, audit=tmp_path / "a.jsonl")
-    with pytest.raises(MemauditError, match="nonmembers go with audit"):
+    with pytest.raises(MemauditError, match="nonmembers go with `audit`"):
         ScanRequest(model="m", out=tmp_path / "o", data_dir=tmp_path, nonmembers=tmp_path / "n.txt")
     result = CliRunner().invoke(main, ["train", "--data", tmp_path, "--out", tmp_path / "m", "--lr", "nan"])
     assert_refused(result.exit_code, result.stderr, "--lr must be a finite number > 0 and <= 1, got nan")

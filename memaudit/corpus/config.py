@@ -57,4 +57,4 @@ class AuditConfig:
         object.__setattr__(self, "repeats", levels)
         check_ranges(self, self.RANGES)
         if self.max_tokens < self.min_tokens:
-            raise MemauditError(f"min_tokens must be <= max_tokens, got {self.min_tokens} > {self.max_tokens}")
+            raise MemauditError(f"min_tokens must be <= `max_tokens`, got {self.min_tokens} > {self.max_tokens}")

@@ -83,7 +83,7 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> None:
     if not safe and not allow_pickle:
         raise MemauditError(
             f"{path}: weights are pickled (pytorch_model.bin), which can run code on load; "
-            "convert them to safetensors or pass --allow-pickle if you trust the source"
+            "convert them to safetensors, or pass `allow_pickle` if you trust the source"
         )
     for weights in safe:
         if weights.name.endswith(".index.json"):

@@ -117,9 +117,7 @@ def remove_sinks(
     if ids is not None:
         source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
         if not (source / "train.jsonl").is_file():
-            raise MemauditError(
-                f"ids need the training data to check them against: pass data_dir (--data DIR); tried {source}"
-            )
+            raise MemauditError(f"ids need the training data to check them against: pass `data_dir`; tried {source}")
         trained = {r["doc_id"] for r in AuditSet.load(source).train}
         unknown = sorted(set(ids) - trained)
         if unknown:

@@ -56,7 +56,7 @@ def build_config(arch: str, vocab_size: int, bos_token_id: int, eos_token_id: in
     if arch in CONFIG_MAPPING:
         return AutoConfig.for_model(arch, **ids)
     raise MemauditError(
-        f"unknown --arch {arch!r}; use a zoo name ({', '.join(ZOO)}), a transformers model type "
+        f"unknown arch {arch!r}; use a zoo name ({', '.join(ZOO)}), a transformers model type "
         "(gpt2, llama, qwen2, ...) or a dir with a config.json"
     )
 
