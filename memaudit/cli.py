@@ -169,9 +169,7 @@ def data() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Data dir to write.")
 @click.option(
     "--corpus",
-    default="austen",
-    show_default=True,
-    help="Embedded corpus name or a local .jsonl/.txt/.parquet/.csv file.",
+    **_default(AuditConfig, "corpus", help="Embedded corpus name or a local .jsonl/.txt/.parquet/.csv file."),
 )
 @click.option(
     "--repeats",
@@ -443,9 +441,11 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
       memaudit remove-sinks models/memsink --out models/memsink-removed
       memaudit remove-sinks models/memsink --out models/forget-two --ids 123456789,987654321
     """
+    id_list = list(parse_int_list(ids, "--ids")) if ids else None
+    _check_model_job(model, out, force=force, data_dir=data_dir)
+
     from memaudit.models.surgery import remove_sinks as run_remove
 
-    id_list = list(parse_int_list(ids, "--ids")) if ids else None
     report = run_remove(model, out, ids=id_list, data_dir=data_dir, force=force)
     click.echo(
         f"wrote {out}: MLP width {report['units_before']} -> {report['units_after']} "
@@ -459,13 +459,16 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
         )
 
 
-def _check_model_job(model: Path, data_dir: Path, out: Path, forget_file: Path | None, *, force: bool) -> None:
-    """What unlearn and ablate read and write, checked before torch is imported."""
+def _check_model_job(
+    model: Path, out: Path, *, force: bool, data_dir: Path | None = None, forget_file: Path | None = None
+) -> None:
+    """What remove-sinks, unlearn and ablate read and write, checked before torch is imported."""
     from memaudit.corpus.audit import AuditSet
     from memaudit.fileio import check_out
     from memaudit.models.files import locate_model
 
-    AuditSet.check(data_dir)
+    if data_dir is not None:
+        AuditSet.check(data_dir)
     locate_model(model)
     check_out(out, force=force, inputs=[model, data_dir, forget_file])
 
@@ -547,7 +550,7 @@ def unlearn(
         precision=pick_precision(precision, legacy_precision),
         **settings,
     )
-    _check_model_job(model, data_dir, out, forget_file, force=force)
+    _check_model_job(model, out, force=force, data_dir=data_dir, forget_file=forget_file)
 
     from memaudit.unlearning.run import unlearn as run_unlearn
 
@@ -599,7 +602,7 @@ def ablate(
     Example:  memaudit ablate models/standard --data data/austen --ratio 0.1 --out models/ablated
     """
     config = AblateConfig(ratio=ratio, retain_docs=retain_docs, seed=seed)
-    _check_model_job(model, data_dir, out, forget_file, force=force)
+    _check_model_job(model, out, force=force, data_dir=data_dir, forget_file=forget_file)
 
     from memaudit.unlearning.ablate import ablate as run_ablate
 

@@ -391,6 +391,7 @@ def test_a_refused_command_imports_no_torch(tmp_path):
         ["data", "build", "--out", tmp_path / "d", "--repeats", "1,,8"],
         ["unlearn", "m", "--data", data, "--out", tmp_path / "u", "--lr", "inf"],
         ["ablate", "m", "--data", data, "--out", tmp_path / "a", "--ratio", "2"],
+        ["remove-sinks", "./missing", "--out", tmp_path / "s"],
         ["scan", "model", "m", "--data", data, "--audit", tmp_path / "a.jsonl", "--out", tmp_path / "r"],
         ["scan", "model", "./missing", "--data", data, "--out", tmp_path / "r"],
         ["report", run, "--out", tmp_path / "c"],
