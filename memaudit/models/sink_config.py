@@ -62,6 +62,8 @@ class SinkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SinkConfig:
+        if not isinstance(d, dict):
+            raise MemauditError(f"a sink config is a mapping of {', '.join(f.name for f in fields(cls))}, got {d!r}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise MemauditError(

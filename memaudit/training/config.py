@@ -72,7 +72,5 @@ class TrainConfig(LoopConfig):
                 f"arch must be a zoo name, a transformers model type or a config dir, got {self.arch!r}"
             )
         check_flag("no_repeats", self.no_repeats)
-        if self.sinks is not None:
-            if not isinstance(self.sinks, dict):
-                raise MemauditError(f"sinks must be a SinkConfig dict (SinkConfig.to_dict()), got {self.sinks!r}")
+        if self.sinks is not None:  # complete, so the masks can be rebuilt from memaudit.json
             self.sinks = SinkConfig.from_dict(self.sinks).to_dict()
