@@ -11,12 +11,13 @@ last state that passed it (unlearning's `max_degradation`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from math import nan
 from pathlib import Path
@@ -32,10 +33,10 @@ from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, sha256_file
+from memaudit.fileio import atomic_dir, check_out, output_lock, sha256_file, write_json
 from memaudit.models.io import save_model
 from memaudit.models.zoo import build_config, build_model, context_length, n_params
-from memaudit.parallel import configure_threads, cpu_only
+from memaudit.parallel import configure_threads, cpu_only, process_state
 from memaudit.precision import Precision, cpu_description, resolve_precision
 from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.training.config import LoopConfig, TrainConfig
@@ -126,13 +127,13 @@ def make_accelerator(cfg: LoopConfig, *, announce: bool = True) -> tuple[Acceler
     device = "cpu" if cpu_only() else torch.accelerator.current_accelerator().type
     precision = resolve_precision(cfg.precision, device)
     if precision.name == "fp16" and device == "cpu":
-        raise MemauditError("--precision fp16 trains only on a GPU; on a CPU use fp32, bf16 or auto")
+        raise MemauditError("precision fp16 trains only on a GPU; on a CPU use fp32, bf16 or auto")
     # cpu=True on machines without an accelerator (memaudit.parallel). The shared state is reset (keeping the process
     # group) so that one process can train in bf16 and then unlearn in fp32; accelerate otherwise refuses the change.
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="no" if precision.name == "fp32" else precision.name, cpu=cpu_only())
     if cfg.batch_size % accelerator.num_processes:
-        raise MemauditError(f"--batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
+        raise MemauditError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
     set_seed(cfg.seed)
     if announce and accelerator.is_main_process:
         print(f"{precision.line}; {threads} threads", flush=True)
@@ -145,16 +146,29 @@ def run_environment(accelerator: Accelerator, precision: Precision) -> dict:
     return {"precision": precision.to_dict(), "device": device, "threads": torch.get_num_threads()}
 
 
-def work_dir(out: Path, *, resume: bool, force: bool) -> Path:
-    """`OUT.partial/`, once it is clear that a run may start (or resume) there."""
+def work_dir(out: Path, *, inputs: Iterable[Path | str | None] = (), resume: bool, force: bool) -> Path:
+    """`OUT.partial/`, once it is clear that a run may start (or resume) there: `out` passes the
+    checks of every output (fileio.check_out: not an input, writable, not there without `force`),
+    and an interrupted run is neither discarded nor continued unless asked."""
+    check_out(out, force=force, inputs=inputs)
     work = out.with_name(out.name + ".partial")
-    if out.exists() and not force:
-        raise MemauditError(f"{out} already exists; choose another --out or pass --force to replace it")
     if work.exists() and not resume and not force:
-        raise MemauditError(f"{work} holds an interrupted run; pass --resume to continue it or --force to start over")
+        raise MemauditError(f"{work} holds an interrupted run; pass `resume` to continue it or `force` to start over")
     if resume and not (work / "checkpoint" / "state.json").is_file():
-        raise MemauditError(f"--resume: no checkpoint in {work}; run without --resume to start")
+        raise MemauditError(f"resume: no checkpoint in {work}; run without it to start")
     return work
+
+
+@contextlib.contextmanager
+def run_lock(work: Path) -> Iterator[None]:
+    """Held by a run's main process from start to end, so two runs to one `out` can never share
+    its work dir (the second is refused at once); a lock left by a killed run is released by the
+    kernel. The other processes of a multi-process launch follow the main one."""
+    if process_state().is_main_process:
+        with output_lock(work):
+            yield
+    else:
+        yield
 
 
 StepHook = Callable[[int, float], None]  # (steps done, mean seconds per step so far) after every step
@@ -271,6 +285,11 @@ def _step(accelerator, model, optimizer, scheduler, step_fn: StepFn, step: int, 
     values = [out.loss.detach().float(), torch.tensor(float(out.tokens), device=out.loss.device)]
     values += [v.detach().float() for v in out.logs.values()]
     reduced = accelerator.reduce(torch.stack(values), reduction="mean").tolist()
+    if not math.isfinite(reduced[0]):
+        raise MemauditError(
+            f"the loss became {reduced[0]} at step {step + 1}: the run diverged; lower `lr` (or raise "
+            "`warmup_steps`) and start over with `force`"
+        )
     logs = dict(zip(["train_loss", *out.logs], [reduced[0], *reduced[2:]]))
     return logs, reduced[1] * accelerator.num_processes
 
@@ -352,18 +371,29 @@ def train(
     the no-repeats oracle; with sinks masked per document for a MemSink model), logging valid and
     member loss as memorization grows, and write a Hugging Face model dir with memaudit.json."""
     data_dir, out = Path(data_dir), Path(out)
-    work = work_dir(out, resume=resume, force=force)
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.seq_len < 2:
-        raise MemauditError(
-            f"steps, batch size and sequence length must be positive, got {cfg.steps}, {cfg.batch_size}, {cfg.seq_len}"
-        )
+    work = work_dir(out, inputs=[data_dir], resume=resume, force=force)
+    with run_lock(work):
+        return _train(data_dir, out, work, cfg, resume=resume, force=force, progress=progress, on_step=on_step)
+
+
+def _train(
+    data_dir: Path,
+    out: Path,
+    work: Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool,
+    force: bool,
+    progress: bool,
+    on_step: StepHook | None,
+) -> TrainResult:
     accelerator, precision = make_accelerator(cfg, announce=progress)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
     config = build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id)
     model = build_model(config, cfg.seed)
     if cfg.seq_len > context_length(config):
-        raise MemauditError(f"--seq-len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
+        raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
     sinks = None
     if cfg.sinks:
         from memaudit.models.sinks import SinkConfig, Sinks
@@ -453,5 +483,5 @@ def _checkpoint(accelerator: Accelerator, work: Path, step: int) -> None:
     ckpt = work / "checkpoint"
     accelerator.save_state(str(ckpt))
     if accelerator.is_main_process:
-        (ckpt / "state.json").write_text(json.dumps({"step": step}))
+        write_json(ckpt / "state.json", {"step": step})  # atomic: a kill mid-write must not break --resume
     accelerator.wait_for_everyone()

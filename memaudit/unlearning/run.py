@@ -16,7 +16,6 @@ from accelerate import Accelerator
 
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
-from memaudit.fileio import check_out
 from memaudit.models.zoo import context_length
 from memaudit.training.loop import (
     StepOutput,
@@ -24,6 +23,7 @@ from memaudit.training.loop import (
     make_accelerator,
     optimize,
     run_environment,
+    run_lock,
     work_dir,
     write_model_dir,
 )
@@ -60,8 +60,10 @@ def _order(n: int, seed: int, stream: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, stream, epoch]).permutation(n)
 
 
-def _cycle(n: int, first: int, size: int, seed: int, stream: int) -> list[int]:
-    """Items first..first+size-1 of an endless run of shuffled passes over range(n)."""
+def shuffled_cycle(n: int, first: int, size: int, seed: int, stream: int) -> list[int]:
+    """Items first..first+size-1 of an endless run of shuffled passes over range(n): a batch order
+    that is a pure function of (seed, stream, step), so a resumed run continues it exactly (also
+    used by relearning, memaudit.stress)."""
     return [int(_order(n, seed, stream, g // n)[g % n]) for g in range(first, first + size)]
 
 
@@ -79,8 +81,22 @@ def unlearn(
     with memaudit.json (kind "unlearned") and unlearn_log.csv. The input model is never modified."""
     cfg = (config or UnlearnConfig()).resolved()
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    check_out(out, force=force, inputs=[model_dir, data_dir, cfg.forget_file])
-    work = work_dir(out, resume=resume, force=force)
+    work = work_dir(out, inputs=[model_dir, data_dir, cfg.forget_file], resume=resume, force=force)
+    with run_lock(work):
+        return _unlearn(model_dir, data_dir, out, work, cfg, resume=resume, force=force, progress=progress)
+
+
+def _unlearn(
+    model_dir: Path,
+    data_dir: Path,
+    out: Path,
+    work: Path,
+    cfg: UnlearnConfig,
+    *,
+    resume: bool,
+    force: bool,
+    progress: bool,
+) -> UnlearnResult:
     sets = load_sets(data_dir, cfg.forget_file)
     method = cfg.spec
     forget_loss = method.forget_loss()
@@ -101,10 +117,10 @@ def unlearn(
 
     def step(model: torch.nn.Module, index: int) -> StepOutput:
         first = index * cfg.batch_size + accelerator.process_index * local
-        chosen = _cycle(len(forget), first, local, cfg.seed, 0)
+        chosen = shuffled_cycle(len(forget), first, local, cfg.seed, 0)
         seqs = [forget[i] for i in chosen]
         if uses_retain:
-            seqs += [retain[i] for i in _cycle(len(retain), first, local, cfg.seed, 1)]
+            seqs += [retain[i] for i in shuffled_cycle(len(retain), first, local, cfg.seed, 1)]
         ids, mask, labels = pad_batch(seqs, pad_id, accelerator.device)
         logp, lengths = sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)
         batch = ForgetBatch(logp[:local], lengths[:local])
