@@ -313,3 +313,13 @@ def test_suite_name_defaults_to_the_file_stem(tmp_path):
     path.write_text("prefix_lens: [16, 32]\nnp_p: 1\n")
     cfg = load_suite(path)
     assert cfg.name == "quick" and cfg.prefix_lens == (16, 32) and cfg.np_p == 1.0 and cfg.bootstrap == 1000
+
+
+def test_exposure_survives_candidates_no_skew_normal_fits():
+    """All candidates scoring alike (a degenerate model) must not crash the scan: the tail falls
+    back to the sample's resolution, a lower bound on exposure."""
+    from memaudit.probes.exposure import exposures
+
+    candidates = np.full(500, 3.0)
+    got = exposures(np.array([1.0, 3.0]), candidates, space_size=1e9)
+    assert np.isfinite(got).all() and got[0] >= np.log2(1e9) - np.log2(1 + 1e9 / 501)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from synthetic import CONFIG, results, scan_rows, valid_scores
+from synthetic import CONFIG, attack_record, results, scan_rows, valid_scores
 
 from memaudit.errors import MemauditError
 from memaudit.probes.config import ScanConfig
@@ -32,6 +32,7 @@ from memaudit.probes.registry import (
     pareto_axes,
     register,
 )
+from memaudit.stress.attacks import FAMILIES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 LISTED = [m.name for m in listed()]
@@ -39,11 +40,17 @@ LISTED = [m.name for m in listed()]
 
 @pytest.fixture(scope="module")
 def measured() -> dict:
-    """Every metric a scan can report: a model scanned against a reference and the standard model."""
+    """Every metric a scan can report: a model scanned against a reference and the standard model,
+    and the same model under each attack family (memaudit stress), measured against itself before."""
     standard = results("standard", 1.0)
-    return compute_metrics(
-        scan_rows(0.5, seed=3), valid_scores(0.5), CONFIG, reference=results("no-repeats", 0.0), standard=standard
-    )
+    rows, valid = scan_rows(0.5, seed=3), valid_scores(0.5)
+    out = compute_metrics(rows, valid, CONFIG, reference=results("no-repeats", 0.0), standard=standard)
+    before = {"metrics": compute_metrics(scan_rows(0.3, seed=5), [], CONFIG, standard=standard)}
+    for family in FAMILIES:
+        attacked = compute_metrics(rows, valid, CONFIG, standard=standard, before=before, attack=attack_record(family))
+        out |= {name: entry for name, entry in attacked.items() if name.startswith("robustness.")}
+    order = list(REGISTRY)
+    return dict(sorted(out.items(), key=lambda item: order.index(item[0])))
 
 
 def _instances(name: str) -> list[Metric]:
@@ -130,14 +137,17 @@ def test_a_leak_needs_a_headline_rule():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(prefix_len=0), "prefix_len must be an integer >= 1, got 0"),
-        (dict(suffix_len=2.5), "suffix_len must be an integer >= 1, got 2.5"),
-        (dict(bootstrap=True), "bootstrap must be an integer >= 0"),
-        (dict(np_p=math.nan), r"np_p must be in \(0, 1\]"),
-        (dict(mink_k=math.inf), r"mink_k must be in \(0, 1\]"),
-        (dict(prefix_lens=(8, -1)), "prefix_lens must be positive integers"),
-        (dict(seed=-3), "seed must be an integer >= 0"),
-        (dict(privleak_attack="lira"), "privleak_attack must be one of"),
+        (dict(prefix_len=0), "prefix_len must be an integer from 1 to 1048576, got 0"),
+        (dict(suffix_len=2.5), "suffix_len must be an integer from 1 to 1048576, got 2.5"),
+        (dict(bootstrap=True), "bootstrap must be an integer from 0 to 1000000"),
+        (dict(bootstrap=10**12), "bootstrap must be an integer from 0 to 1000000"),
+        (dict(np_p=math.nan), r"np_p must be a finite number > 0 and <= 1"),
+        (dict(mink_k=math.inf), r"mink_k must be a finite number > 0 and <= 1"),
+        (dict(prefix_lens=(8, -1)), "prefix_lens must be an integer from 1"),
+        (dict(prefix_lens=8), "prefix_lens must be a list"),
+        (dict(seed=-3), "seed must be an integer from 0 to 4294967295"),
+        (dict(privleak_attack="lira"), "unknown membership attack 'lira'; use one of"),
+        (dict(mia_attacks=["loss", "lira"]), "unknown membership attack 'lira'"),
         (dict(name=""), "name must be a non-empty string"),
     ],
 )

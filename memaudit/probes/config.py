@@ -4,21 +4,14 @@ nothing heavier than the standard library."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from memaudit.errors import MemauditError
+from memaudit.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
 
 TOPK = 40  # the sampling distribution of (n,p)-discoverable extraction: top-k 40, temperature 1
 ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref")  # membership inference: `privacy.mia.<attack>.*`
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -42,38 +35,33 @@ class ScanConfig:
     seed: int = 0
     max_batch_tokens: int = 16384
 
+    # Upper bounds keep a typo in a suite file from asking for a scan that never ends
+    # (`bootstrap: 10**12`), not sensible suites from running.
+    RANGES: ClassVar[dict[str, Range]] = {
+        "prefix_len": integer(1, MAX_COUNT),
+        "suffix_len": integer(1, MAX_COUNT),
+        "np_n": integer(1, 1_000_000),
+        "np_p": number(0, 1, low_open=True),
+        "topk": integer(1, MAX_COUNT),
+        "mink_k": number(0, 1, low_open=True),
+        "exposure_candidates": integer(0, 10_000_000),
+        "sampling_trials": integer(0, 10_000),
+        "bootstrap": integer(0, 1_000_000),
+        "seed": SEED,
+        "max_batch_tokens": integer(1, 1 << 30),
+    }
+
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise MemauditError(f"name must be a non-empty string, got {self.name!r}")
+        check_ranges(self, self.RANGES)
         for key in ("prefix_lens", "mia_attacks"):  # YAML and callers give lists
-            object.__setattr__(self, key, tuple(getattr(self, key)))
-        for key, ok, rule in self._rules():
-            if not ok:
-                raise MemauditError(f"{key} must be {rule}, got {getattr(self, key)!r}")
-
-    def _rules(self) -> list[tuple[str, bool, str]]:
-        """(field, holds, what it must be): types first, so that a range is only compared on a number."""
-
-        def whole(key: str, low: int) -> tuple[str, bool, str]:
-            v = getattr(self, key)
-            return key, _is_int(v) and v >= low, f"an integer >= {low}"
-
-        def fraction(key: str) -> tuple[str, bool, str]:
-            v = getattr(self, key)
-            return key, _is_number(v) and 0 < v <= 1, "in (0, 1] (a finite number)"
-
-        return [
-            ("name", isinstance(self.name, str) and self.name != "", "a non-empty string"),
-            whole("prefix_len", 1),
-            whole("suffix_len", 1),
-            ("prefix_lens", all(_is_int(p) and p >= 1 for p in self.prefix_lens), "positive integers"),
-            whole("np_n", 1),
-            fraction("np_p"),
-            whole("topk", 1),
-            ("mia_attacks", set(self.mia_attacks) <= set(ATTACKS), f"a subset of {', '.join(ATTACKS)}"),
-            fraction("mink_k"),
-            ("privleak_attack", self.privleak_attack in ATTACKS, f"one of {', '.join(ATTACKS)}"),
-            whole("exposure_candidates", 0),
-            whole("sampling_trials", 0),
-            whole("bootstrap", 0),
-            whole("seed", 0),
-            whole("max_batch_tokens", 1),
-        ]
+            value = getattr(self, key)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise MemauditError(f"{key} must be a list, got {value!r}")
+            object.__setattr__(self, key, tuple(value))
+        object.__setattr__(
+            self, "prefix_lens", tuple(self.RANGES["prefix_len"].check("prefix_lens", p) for p in self.prefix_lens)
+        )
+        for attack in (*self.mia_attacks, self.privleak_attack):
+            check_choice("membership attack", attack, ATTACKS)

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import skewnorm
+from scipy.stats import FitError, skewnorm
 
 from memaudit.errors import MemauditError
 from memaudit.probes.scoring import ScoredSequence
@@ -35,8 +35,19 @@ def rank_fractions(scores: np.ndarray, candidate_scores: np.ndarray) -> np.ndarr
     fractions = np.searchsorted(np.sort(candidate_scores), scores, side="left") / len(candidate_scores)
     beyond = fractions == 0
     if beyond.any():
-        fractions[beyond] = skewnorm.cdf(scores[beyond], *skewnorm.fit(candidate_scores))
+        fractions[beyond] = _tail(scores[beyond], candidate_scores)
     return fractions
+
+
+def _tail(scores: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
+    """The skew-normal tail below the sample. Where no skew-normal fits (candidates that all
+    score alike), the sample's own resolution, 1 / (n + 1): the exposure is then a lower bound."""
+    floor = 1 / (len(candidate_scores) + 1)
+    try:
+        tail = skewnorm.cdf(scores, *skewnorm.fit(candidate_scores))
+    except (FitError, ValueError, RuntimeError):
+        return np.full(len(scores), floor)
+    return np.where(np.isfinite(tail), tail, floor)
 
 
 def exposures(scores: np.ndarray, candidate_scores: np.ndarray, space_size: float) -> np.ndarray:
