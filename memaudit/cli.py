@@ -19,12 +19,17 @@ from memaudit.corpus.config import AuditConfig
 from memaudit.errors import MemauditError
 from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig
 from memaudit.probes.suite import suite_names
+from memaudit.stress.attacks import StressConfig
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import METHODS, AblateConfig, UnlearnConfig, defaults_text
 from memaudit.validation import default_of
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE_TRIPPED = 1
+_ATTACK_HELP = (
+    "quant:int8 or quant:int4 (weight-only, symmetric, groups of 128), relearn:forget-half:STEPS (fine-tune on "
+    "half of the members, measure the other half) or relearn:retain:STEPS (fine-tune on natural text). Repeatable."
+)
 
 
 def fail_on_options(command):
@@ -343,10 +348,19 @@ def scan() -> None:
 )
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own Python code (off by default).")
 @click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes.")
+@click.option(
+    "--stress",
+    "stress_attacks",
+    multiple=True,
+    metavar="ATTACK",
+    help="Then attack the model and scan it again into OUT/stress/<attack>/ (memaudit stress): " + _ATTACK_HELP,
+)
 @precision_options
 @fail_on_options
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
-def scan_model(junit: Path | None, precision: str, legacy_precision: str | None, **options) -> None:
+def scan_model(
+    junit: Path | None, precision: str, legacy_precision: str | None, stress_attacks: tuple[str, ...], **options
+) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
     RUN/{results.json,sequences.csv,summary.csv,summary.md,report.html}.
 
@@ -358,15 +372,25 @@ def scan_model(junit: Path | None, precision: str, legacy_precision: str | None,
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
     from memaudit.scan_request import ScanRequest, scan_and_write
+    from memaudit.stress.checks import scan_stress_config
 
     request = ScanRequest(precision=pick_precision(precision, legacy_precision), **options)
+    stress_config = scan_stress_config(request, stress_attacks)
     run = scan_and_write(request)
     if run is None:  # not the main process of a multi-process launch
         return
-    from memaudit.report.console import print_summary
+    from memaudit.report.console import print_stress, print_summary
 
     print_summary(run.results)
     click.echo(f"wrote {request.out}/report.html")
+    if stress_config is not None:
+        from memaudit.stress.run import stress as run_stress
+
+        out = request.out / "stress"
+        print_stress(
+            run_stress(request.model, request.data_dir, out, stress_config, before=run.results, force=request.force)
+        )
+        click.echo(f"wrote {out}/ (memaudit report {request.out} {out}/* --out REPORT)")
     finish_gates(run.verdicts, junit)
 
 
@@ -613,6 +637,61 @@ def ablate(
         f"forget loss {start['forget_loss']:.3f} -> {end['forget_loss']:.3f}, "
         f"valid {start['valid_loss']:.3f} -> {end['valid_loss']:.3f}"
     )
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Data dir the model was trained on."
+)
+@click.option("--attack", "attacks", multiple=True, required=True, metavar="ATTACK", help=_ATTACK_HELP)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for OUT/before/ and OUT/<attack>/.")
+@click.option(
+    "--standard",
+    type=click.Path(path_type=Path),
+    help="Run dir of the standard model's scan on the same data: adds gap closed and the robustness metrics.",
+)
+@click.option(
+    "--suite",
+    **_default(StressConfig, "suite", help=f"Probe suite of every scan: {', '.join(suite_names())}, or a YAML file."),
+)
+@click.option("--relearn-lr", **_default(StressConfig, "relearn_lr"))
+@click.option("--relearn-batch-size", **_default(StressConfig, "relearn_batch_size", help="Documents per step."))
+@precision_options
+@click.option("--seed", **_default(StressConfig, "seed", help="The forget-half split and the relearning order."))
+@click.option("--resume", is_flag=True, help="Keep finished run dirs; continue an interrupted relearning.")
+@click.option("--force", is_flag=True, help="Replace existing run dirs.")
+def stress(
+    model: str,
+    data_dir: Path,
+    out: Path,
+    standard: Path | None,
+    resume: bool,
+    force: bool,
+    precision: str,
+    legacy_precision: str | None,
+    **settings,
+) -> None:
+    """Attack MODEL after its memorization was removed, and scan it again: does the memorization
+    come back under 4- or 8-bit quantization, or after a few steps of fine-tuning? Writes
+    OUT/before/ and one run dir per attack (OUT/quant-int4/, ...), each a normal scan run dir.
+
+    \b
+    Examples:
+      memaudit stress models/npo --data data/austen --attack quant:int4 --attack relearn:forget-half:40 \\
+          --standard reports/standard --out stress/npo
+      memaudit report reports/standard stress/npo/* --out reports/stress
+    """
+    from memaudit.stress.checks import check_stress
+
+    config = StressConfig(precision=pick_precision(precision, legacy_precision), **settings)
+    check_stress(model, data_dir, out, config, standard=standard, force=force, resume=resume)
+
+    from memaudit.report.console import print_stress
+    from memaudit.stress.run import stress as run_stress
+
+    print_stress(run_stress(model, data_dir, out, config, standard=standard, force=force, resume=resume))
+    click.echo(f"wrote {out}/ (memaudit report {out}/* --out REPORT)")
 
 
 @main.command()

@@ -39,8 +39,10 @@ def _verdicts(fit: float, rng: np.random.Generator) -> dict:
 
 
 def scan_rows(memorized: float, seed: int = 0) -> list[dict]:
-    """Rows of a model that memorizes `memorized` in [0, 1] of what repetition would teach it."""
+    """Rows of a model that memorizes `memorized` in [0, 1] of what repetition would teach it,
+    and a blind baseline (a classifier of the texts alone) that barely tells members apart."""
     rng = np.random.default_rng(seed)
+    blind = np.random.default_rng(seed + 200)  # its own stream: the other numbers stay as they were
     rows = []
     for i, level in enumerate(LEVELS):
         fit = memorized * math.log2(1 + level) / 6  # 1 at x64 for a fully memorizing model
@@ -52,6 +54,7 @@ def scan_rows(memorized: float, seed: int = 0) -> list[dict]:
                 row |= {at_prefix(k, p): v for k, v in _verdicts(fit * p / 64, rng).items()}
         row |= {f"mia_{a}": -loss * (1 + 0.1 * j) + rng.normal(0, 0.05) for j, a in enumerate(ATTACKS)}
         row |= {"sampled_exact": bool(row["exact"] or rng.uniform() < fit / 2)}
+        row |= {"blind": float(blind.uniform()) + (0.1 if level > 0 else 0.0)}
         row |= {"prefix": f"Prefix {i} |of a text|", "suffix": f"suffix {i}.", "emitted": f"emitted {i}."}
         rows.append(row)
     for j, level in enumerate((0, 0, 1, 8, 64)):
@@ -106,3 +109,10 @@ def write_run(root: Path, name: str, doc: dict) -> Path:
     """A scan run dir holding only `doc` as its results.json, for `compare_runs`."""
     atomic_write_text(root / name / "results.json", json.dumps(doc))
     return root / name
+
+
+def attack_record(family: str) -> dict:
+    """An attack as `memaudit stress` records it, with a relearning curve whose member loss falls
+    back near the standard model's (results("standard", 1.0)) at step 15 of 20."""
+    curve = [{"step": step, "member_loss": 3.9 - 0.1 * step} for step in range(0, 25, 5)]
+    return {"name": family, "family": family, "recover_margin": 0.1, "measured_members": 12, "curve": curve}

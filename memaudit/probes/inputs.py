@@ -24,14 +24,16 @@ class MetricInputs:
     `rows`: one dict per audited sequence (keys `kind`, `repeats`, `member`, `loss`, the
     extraction verdicts, `mia_<attack>`, `exposure` ...). `valid`: per clean validation document,
     its total NLL in nats and its token count. `others`: other models' metrics by their role
-    (`reference`, `retrained`, `standard`; see `registry.AGAINST`). `computed`: the metrics
-    computed so far, in registry order, so a metric may build on an earlier one."""
+    (`reference`, `retrained`, `standard`, `before`; see `registry.AGAINST`). `computed`: the
+    metrics computed so far, in registry order, so a metric may build on an earlier one.
+    `attack`: the record of the attack the model went through (memaudit stress), if any."""
 
     rows: Sequence[dict] = ()
     valid: Sequence[tuple[float, int]] = ()
     config: ScanConfig = field(default_factory=ScanConfig)
     others: Mapping[str, dict] = field(default_factory=dict)
     computed: dict[str, dict] = field(default_factory=dict)
+    attack: Mapping | None = None
 
     @cached_property
     def text(self) -> list[dict]:

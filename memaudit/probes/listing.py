@@ -69,6 +69,11 @@ A membership-inference attack gives every text a score, oriented here so that hi
 means "more likely a member"; the AUC over members against held-out non-members is 0.5 when the
 attack cannot tell them apart, whichever its usual sign. A true-positive rate at 1% or 0.1% false
 positives asks whether some members are exposed with near certainty, which an average hides.
+An AUC far *below* 0.5 is a leak too, which is why the leak rule is two-sided: over-unlearned
+members stand out by their unusually high loss, and an attacker simply flips the score
+(OpenUnlearning issue #167). The blind baseline asks the same question of the texts alone, with no
+model (Das et al. 2024): where it beats 0.6, members and non-members differ in distribution, and
+reports warn that membership AUCs may measure that shift rather than memorization.
 A canary is a template sentence with a random secret (by default a 9-digit number). Its exposure
 ranks the true secret, by the total NLL the model gives the whole sentence, among secrets sampled
 from the same space R: log2 |R| - log2 rank bits, about 30 for a secret the model prefers to all
@@ -78,6 +83,15 @@ scores.""",
 What the model still does well: clean held-out text of the training distribution, each document
 scored whole from its boundary token, tokens pooled over documents (the bootstrap resamples
 whole documents).""",
+    "robustness": """\
+Whether a removal lasts (`memaudit stress`): the model is attacked after the removal, by weight
+quantization (`quant:int8`, `quant:int4`: symmetric round-to-nearest, groups of 128 input columns,
+every block projection) or a few steps of fine-tuning (`relearn:forget-half:STEPS` on half of the
+members, measured on the other half; `relearn:retain:STEPS` on natural training text), and scanned
+again. Gap closed is measured against the standard model on the rows the attacked model was
+scanned on, before and after the attack; `<family>` is `quant_int8`, `quant_int4`,
+`relearn_forget_half` or `relearn_retain`. These metrics are present only in the run dir of an
+attacked model scanned with `--standard`; reports keep them as measured.""",
 }
 
 

@@ -62,18 +62,22 @@ def compute_metrics(
     *,
     reference: dict | None = None,
     standard: dict | None = None,
+    before: dict | None = None,
+    attack: dict | None = None,
 ) -> dict:
     """The registry's metrics from per-sequence rows; `by_repeats["0"]` is the held-out baseline.
 
     `reference`: the results document of a reference model scanned on the same audit set (a
     model never trained on the members, or the pre-unlearning model): adds forgetting,
     privleak and degradation. `standard`: the standard model's results document: adds
-    gap_closed. Levels or attacks with no rows are left out, never reported as NaN."""
-    others = {"reference": reference, "retrained": reference, "standard": standard}
+    gap_closed. `before` (the same model before `attack`, memaudit stress) with `standard`:
+    adds the robustness metrics. Levels or attacks with no rows are left out, never NaN."""
+    others = {"reference": reference, "retrained": reference, "standard": standard, "before": before}
     inputs = MetricInputs(
         rows=seqs,
         valid=[(float(-s.logp.sum()), len(s)) for s in valid],
         config=cfg,
         others={role: doc["metrics"] for role, doc in others.items() if doc is not None},
+        attack=attack,
     )
     return compute_all(inputs)

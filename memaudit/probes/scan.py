@@ -21,6 +21,7 @@ from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
 from memaudit.models.zoo import context_length
 from memaudit.parallel import process_state
+from memaudit.probes.blind import blind_scores
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
@@ -97,9 +98,9 @@ def _audit_input(
 ) -> _AuditInput:
     data_info: dict = {"audit_sha256": None}
     spec = None
-    if data_dir is not None:
+    if data_dir is not None:  # audit_rows given too: a subset of the data dir's (memaudit stress)
         data = AuditSet.load(Path(data_dir))
-        audit_rows = data.audit
+        audit_rows = data.audit if audit_rows is None else audit_rows
         valid_texts = [r["text"] for r in data.valid] if valid_texts is None else valid_texts
         data_info = {"dir": str(data_dir), "manifest_sha256": sha256_file(Path(data_dir) / "manifest.json")}
         spec = data.manifest.get("canary")
@@ -143,6 +144,15 @@ def _sequence_rows(
         for r, t, s in kept
     ]
     return seqs, [r for r, _, _ in kept], [t for _, t, _ in kept]
+
+
+def _add_blind_scores(seqs: list[dict], rows: list[dict], config: ScanConfig) -> None:
+    """`blind` on every text row, in place: its member probability under a classifier that sees
+    only the texts (blind.py), the baseline a membership attack must beat."""
+    text = [(seq, row["text"]) for seq, row in zip(seqs, rows) if seq["kind"] != "canary"]
+    scores = blind_scores([t for _, t in text], [seq["member"] for seq, _ in text], config.seed)
+    for (seq, _), score in zip(text, scores or []):
+        seq["blind"] = score
 
 
 def _check_extractable(seqs: list[dict], config: ScanConfig) -> int:
@@ -201,14 +211,19 @@ def scan(
     config: ScanConfig | None = None,
     emitted: bool = True,
     reference: dict | None = None,
+    standard: dict | None = None,
+    before: dict | None = None,
+    attack: dict | None = None,
 ) -> dict:
-    """Score a model on an audit set (a data dir, or rows from `load_audit_rows`); returns the
-    results document, the single source of truth every report view is rendered from. In a
-    multi-process launch every process returns it.
+    """Score a model on an audit set (a data dir, or rows from `load_audit_rows`, or both: a
+    subset of the data dir's rows); returns the results document, the single source of truth
+    every report view is rendered from. In a multi-process launch every process returns it.
 
     `reference` is the results document of a reference model (never trained on the members, or
     the model before unlearning) scanned on the same audit set: it feeds the `ref` membership
-    attack and the reference-relative metrics (forgetting, privleak, degradation)."""
+    attack and the reference-relative metrics (forgetting, privleak, degradation). `standard`,
+    `before` and `attack` (memaudit stress) add gap_closed and the robustness metrics
+    (metrics.compute_metrics)."""
     config = config or ScanConfig()
     loaded = model if isinstance(model, LoadedModel) else load_model(model, precision="auto")
     audit = _audit_input(data_dir, audit_rows, valid_texts)
@@ -218,6 +233,7 @@ def scan(
     tokens = [t[:ctx] for t in whole]
     seqs, kept_rows, kept_tokens = _sequence_rows(loaded, audit, tokens, config, reference)
     short = _check_extractable(seqs, config)
+    _add_blind_scores(seqs, kept_rows, config)
     _add_generations(loaded, seqs, kept_rows, kept_tokens, config, emitted)
     # `own` mode scores each validation text with its own (never trained) sinks.
     valid = (
@@ -245,6 +261,8 @@ def scan(
         "reference": {"path": reference["model"]["path"], "sha256": reference["model"]["sha256"]}
         if reference
         else None,
-        "metrics": compute_metrics(seqs, valid, config, reference=reference),
+        "metrics": compute_metrics(
+            seqs, valid, config, reference=reference, standard=standard, before=before, attack=attack
+        ),
         "sequences": seqs,
     }

@@ -17,7 +17,7 @@ from memaudit.errors import MemauditError
 from memaudit.fileio import read_json
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import REPORT_AGAINST, compute_all, get_metric, pareto_axes, report_relative
-from memaudit.report.document import SCHEMA_VERSION, default_label, is_comparison, runs, value
+from memaudit.report.document import SCHEMA_VERSION, attack_suffix, is_comparison, model_label, runs, value
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
 # What two runs must share for a metric group to be compared, and the groups that depend on it.
@@ -46,12 +46,13 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def unique_labels(results: list[dict], run_dirs: list[Path]) -> list[str]:
-    """Kind and sink mode; where runs share those, the model dir's name, then the run dir's name."""
+    """Kind and sink mode; where runs share those, the model dir's name, then the run dir's name;
+    an attacked model's attack last (`unlearned unlearn-npo @quant:int4`)."""
     options = []
     for r, d in zip(results, run_dirs):
-        base = default_label(r)
+        base, attack = model_label(r), attack_suffix(r)
         named = f"{base} {Path(r['model']['path']).name}"
-        options.append((base, named, f"{named} [{Path(d).name}]"))
+        options.append((base + attack, named + attack, f"{named}{attack} [{Path(d).name}]"))
     labels = [o[0] for o in options]
     for step in (1, 2):
         counts = Counter(labels)
@@ -145,7 +146,8 @@ def redact_texts(doc: dict, key: bytes | None = None) -> dict:
 def compare_runs(run_dirs: list[str | Path], reference: str | Path | None = None, redact: bool = False) -> dict:
     """The comparative results document of scan run dirs. `reference`: the run every model is
     measured against (gap_closed, forgetting, degradation); default the one standard model, if
-    exactly one run is of kind standard. A reference not among `run_dirs` is added first."""
+    exactly one run is of kind standard (and not attacked: memaudit stress). A reference not
+    among `run_dirs` is added first."""
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise MemauditError("report needs at least one run dir (from `memaudit scan model`)")
@@ -159,7 +161,7 @@ def compare_runs(run_dirs: list[str | Path], reference: str | Path | None = None
     if reference is not None:
         ref = next(run for d, run in zip(dirs, all_runs) if d.resolve() == Path(reference).resolve())
     else:
-        standard = [run for run in all_runs if run["model"].get("kind") == "standard"]
+        standard = [run for run in all_runs if run["model"].get("kind") == "standard" and not run.get("attack")]
         ref = standard[0] if len(standard) == 1 else None
     if ref is not None:
         ref_metrics = copy.deepcopy(ref["metrics"])

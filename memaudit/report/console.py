@@ -8,10 +8,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memaudit.report.document import levels, metric_names, runs, value
+from memaudit.report.document import default_label, levels, metric_names, runs, value
 from memaudit.report.gate import GateResult
-from memaudit.report.render import arrow, fmt
-from memaudit.report.verdict import headline_columns, headline_entry, verdicts
+from memaudit.report.render import arrow, fmt, fmt_entry
+from memaudit.report.robustness import robustness_rows
+from memaudit.report.verdict import headline_columns, headline_entry, shift_warnings, verdicts
 
 
 def print_summary(results: dict, console: Console | None = None) -> None:
@@ -29,15 +30,15 @@ def print_summary(results: dict, console: Console | None = None) -> None:
         m = results["metrics"][name]
         by = m.get("by_repeats", {})
         shown = f"[bold]{escape(name)}[/]" if name in headline else escape(name)
-        table.add_row(
-            shown, arrow(name, m), fmt(m["value"]), *[fmt(by[lv]["value"]) if lv in by else "" for lv in lvls]
-        )
+        table.add_row(shown, arrow(name, m), fmt_entry(m), *[fmt(by[lv]["value"]) if lv in by else "" for lv in lvls])
     console.print(table)
     (verdict,) = verdicts(results)
     if verdict.leaks:
         console.print("[bold red]leaks:[/] " + "; ".join(escape(str(e)) for e in verdict.evidence))
     else:
         console.print("[bold green]no leak found[/] by the headline leak rules (`memaudit metrics`)")
+    for w in shift_warnings(results):
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 
 
 def print_comparison(doc: dict, console: Console | None = None) -> None:
@@ -73,14 +74,38 @@ def print_comparison(doc: dict, console: Console | None = None) -> None:
 
 
 def print_report(doc: dict, console: Console | None = None) -> None:
-    """A comparative document: warnings on stderr, then the side-by-side table."""
+    """A comparative document: warnings on stderr, then the side-by-side table, then the
+    robustness of each removal if the document holds attacked models."""
     print_warnings(doc)
     print_comparison(doc, console)
+    print_robustness(doc, console)
+
+
+def print_stress(results: list[dict], console: Console | None = None) -> None:
+    """The attacked models of a stress run: their headline numbers, then their robustness."""
+    doc = {"runs": [{**r, "label": default_label(r)} for r in results]}
+    print_comparison(doc, console)
+    print_robustness(doc, console)
+
+
+def print_robustness(doc: dict, console: Console | None = None) -> None:
+    """Each attacked model's gap closed before and after its attack (memaudit stress)."""
+    rows = robustness_rows(doc)
+    if not rows:
+        return
+    table = Table(title="robustness: gap closed before -> after each attack", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("model", "attack"):
+        table.add_column(col, no_wrap=True, overflow="fold")
+    for col in ("before", "after", "retained ↑", "steps to recover ↑"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(escape(r.model), escape(r.attack), fmt(r.before), fmt(r.after), fmt(r.retained), r.recover)
+    (console or Console()).print(table)
 
 
 def print_warnings(doc: dict) -> None:
     err = Console(stderr=True)
-    for w in doc.get("warnings", []):
+    for w in [*doc.get("warnings", []), *shift_warnings(doc)]:
         err.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 
 
@@ -93,7 +118,7 @@ def print_gates(results: list[GateResult], console: Console | None = None) -> No
     for col in ("", "gate", "model", "value"):
         table.add_column(col, justify="right" if col == "value" else "left")
     for r in results:
-        shown = "not measured" if r.value is None else f"{r.value:.4g}"
+        shown = (r.note or "not measured") if r.value is None else f"{r.value:.4g}"
         table.add_row("[green]pass[/]" if r.passed else "[bold red]FAIL[/]", escape(r.expr), escape(r.model), shown)
     console.print(table)
     err = Console(stderr=True)

@@ -13,13 +13,24 @@ from memaudit.probes.registry import GROUPS
 SCHEMA_VERSION = 1  # of the comparative document; each run keeps its scan's own schema_version
 
 
-def default_label(results: dict) -> str:
+def model_label(results: dict) -> str:
     """What a reader calls a model: its kind (its name if external), and the sink mode scanned in."""
     model = results["model"]
     kind = model.get("kind") or "external"
     name = Path(model["path"]).name if kind == "external" else kind  # a model memaudit did not train: its name
     mode = model.get("sink_mode")
     return f"{name}{f' (sinks {mode})' if mode else ''}"
+
+
+def attack_suffix(results: dict) -> str:
+    """` @quant:int4` for the scan of an attacked model (memaudit stress), else ""."""
+    attack = results.get("attack")
+    return f" @{attack['name']}" if attack else ""
+
+
+def default_label(results: dict) -> str:
+    """The model's label, and the attack it went through, if any."""
+    return model_label(results) + attack_suffix(results)
 
 
 def is_comparison(doc: dict) -> bool:
@@ -39,6 +50,14 @@ def value(entry: dict | None) -> float | None:
     """A metric entry's value, None where it is missing or not a finite number."""
     v = None if entry is None else entry.get("value")
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def beyond_budget(entry: dict | None) -> str | None:
+    """`> N` for an entry whose value lies past what was measured (a relearning that did not
+    bring memorization back within its N steps), None for any other entry."""
+    if entry is not None and entry.get("within_budget") is False:
+        return f"> {entry['budget']}"
+    return None
 
 
 def metric_names(doc: dict) -> list[str]:

@@ -110,6 +110,16 @@ def _why_missing(run: dict, gate: Gate) -> str:
     return "no finite value"
 
 
+def _past_budget(gate: Gate, model: str, budget: float) -> GateResult:
+    """A gate on a value known only to lie past `budget` (a relearning that did not bring
+    memorization back within its steps): decided when every such value falls on one side of the
+    threshold, failed (undecided) otherwise."""
+    note = f"did not recover within {_number(budget)} steps"
+    if gate.threshold > budget:
+        return GateResult(str(gate), model, None, False, f"{note}; run more than {_number(gate.threshold)} to decide")
+    return GateResult(str(gate), model, None, gate.op in ("<", "<="), note)
+
+
 def evaluate_gates(doc: dict, gates: Iterable[Gate | str]) -> list[GateResult]:
     """Every gate against every model of a scan's results or of a comparative document; a
     reference-relative gate skips the reference model itself (0 against itself, by definition)."""
@@ -122,7 +132,9 @@ def evaluate_gates(doc: dict, gates: Iterable[Gate | str]) -> list[GateResult]:
             if gate.level is not None and entry is not None:
                 entry = entry.get("by_repeats", {}).get(str(gate.level))
             v = value(entry)
-            if v is None:
+            if v is None and entry is not None and entry.get("within_budget") is False:
+                results.append(_past_budget(gate, run["label"], entry["budget"]))
+            elif v is None:
                 results.append(GateResult(str(gate), run["label"], None, False, _why_missing(run, gate)))
             else:
                 results.append(GateResult(str(gate), run["label"], v, not gate.trips(v)))

@@ -21,6 +21,7 @@ from sklearn.metrics import auc, roc_curve
 from memaudit.probes.registry import get_metric, pareto_axes
 from memaudit.report.compare import NOT_CANDIDATES
 from memaudit.report.document import level_name, levels, not_comparable, runs, value
+from memaudit.report.robustness import RobustnessRow, robustness_rows
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
 # gives the same bytes for the same document and distinct element ids across the charts.
@@ -256,3 +257,56 @@ def _roc_panel(ax: Axes, label: str, curves: list[tuple[str, np.ndarray, np.ndar
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate", ylabel="true positive rate")
     ax.set_aspect("equal")
     ax.legend(loc="lower right", frameon=False, fontsize=7)
+
+
+_ROW_IN = 0.32  # height of one model's row in the robustness chart, inches: above two lines of 9 pt text
+
+
+def robustness_figure(doc: dict) -> Figure | None:
+    """Gap closed before (hollow) and after (filled) each attack, an arrow between them: one
+    panel per attack, one row per attacked model, the same rows in every panel. Model names are
+    the y tick labels, a row apart each, and no other text sits in the axes, so labels cannot meet."""
+    rows = [r for r in robustness_rows(doc) if r.before is not None and r.after is not None]
+    if not rows:
+        return None
+    attacks = list(dict.fromkeys(r.attack for r in rows))
+    models = list(dict.fromkeys(r.model for r in rows))
+    cols = min(3, len(attacks))
+    nrows = math.ceil(len(attacks) / cols)
+    with rc_context(_RC):
+        fig = Figure(figsize=(1.6 + 3.4 * cols, (0.9 + _ROW_IN * len(models)) * nrows + 0.4), layout="constrained")
+        axes = fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+        for ax, attack in zip(axes, attacks):
+            _robustness_panel(ax, attack, [r for r in rows if r.attack == attack], models)
+        for ax in axes[len(attacks) :]:
+            ax.set_visible(False)
+        handles = [
+            Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="#555", label="before the attack"),
+            Line2D([], [], ls="", marker="o", ms=6, color="#b3261e", label="after"),
+        ]
+        fig.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False)
+    return fig
+
+
+def _robustness_panel(ax: Axes, attack: str, rows: list[RobustnessRow], models: list[str]) -> None:
+    for r in rows:
+        y = models.index(r.model)
+        ax.annotate("", (r.after, y), (r.before, y), arrowprops={"arrowstyle": "->", "color": "#999", "lw": 1})
+        ax.plot(r.before, y, "o", ms=6, mfc="white", mec="#555", zorder=3)
+        ax.plot(r.after, y, "o", ms=6, color="#b3261e", zorder=3)
+    for x, style in ((0, "-"), (1, ":")):  # the standard model; as if never trained on the members
+        ax.axvline(x, color="#888", lw=0.8, ls=style, zorder=0)
+    ax.set_yticks(range(len(models)), models)
+    ax.set_ylim(len(models) - 0.5, -0.5)
+    ax.set_title(attack, fontsize=9, loc="left")
+    ax.set_xlabel("gap closed →1 (0: the standard model)")
+    ax.margins(x=0.08)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def robustness_svg(doc: dict) -> str | None:
+    fig = robustness_figure(doc)
+    if fig is None:
+        return None
+    with rc_context(_RC | {"svg.hashsalt": "robustness"}):
+        return _svg(fig)

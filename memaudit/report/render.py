@@ -16,9 +16,26 @@ from markupsafe import Markup
 from memaudit.fileio import atomic_dir, atomic_write_text
 from memaudit.probes.registry import is_swept, known
 from memaudit.report import plots
-from memaudit.report.document import is_comparison, level_name, levels, metric_names, not_comparable, runs, value
+from memaudit.report.document import (
+    beyond_budget,
+    is_comparison,
+    level_name,
+    levels,
+    metric_names,
+    not_comparable,
+    runs,
+    value,
+)
 from memaudit.report.gate import GateResult, gate_markdown
-from memaudit.report.verdict import front_sentences, headline_columns, headline_entry, leak_rules, verdicts
+from memaudit.report.robustness import robustness_rows
+from memaudit.report.verdict import (
+    front_sentences,
+    headline_columns,
+    headline_entry,
+    leak_rules,
+    shift_warnings,
+    verdicts,
+)
 
 SEQUENCE_COLUMNS = [
     "model",
@@ -46,6 +63,11 @@ def fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def fmt_entry(entry: dict) -> str:
+    """An entry's value as every view shows it (`> N` past a relearning budget)."""
+    return beyond_budget(entry) or fmt(entry["value"])
 
 
 def _ci(entry: dict) -> str:
@@ -157,6 +179,18 @@ def _headline_markdown(doc: dict) -> str:
     return _md_table(["model", *(f"{m.headline.label} {m.arrow}" for m in columns)], rows)  # type: ignore[union-attr]
 
 
+def _robustness_markdown(doc: dict) -> list[str]:
+    """The robustness table (memaudit stress), if any run is of an attacked model."""
+    rows = [
+        [_md(r.model), f"`{r.attack}`", fmt(r.before), fmt(r.after), fmt(r.retained), r.recover]
+        for r in robustness_rows(doc)
+    ]
+    if not rows:
+        return []
+    head = ["model", "attack", "gap closed before", "after", "retained ↑", "steps to recover ↑"]
+    return ["Robustness (gap closed against the standard model, before → after each attack):", _md_table(head, rows)]
+
+
 def _provenance_markdown(doc: dict) -> list[str]:
     rows = [
         [
@@ -178,7 +212,7 @@ def markdown(doc: dict) -> str:
     levels and, for a comparison, the models. Sequence texts are never in it."""
     all_runs = runs(doc)
     blocks = [f"## {_title(doc)}"]
-    notes = [f"> ⚠ {_md(w)}" for w in doc.get("warnings", [])]
+    notes = [f"> ⚠ {_md(w)}" for w in [*doc.get("warnings", []), *shift_warnings(doc)]]
     if doc.get("redacted"):
         notes.append("Audit texts are redacted (shown as keyed hashes).")
     blocks += ["\n".join(notes)] if notes else []
@@ -186,13 +220,14 @@ def markdown(doc: dict) -> str:
     if doc.get("gates"):
         blocks.append(gate_markdown([GateResult(**g) for g in doc["gates"]]).strip())
     blocks.append(_headline_markdown(doc))
+    blocks += _robustness_markdown(doc)
     rows = []
     for name in _detail_names(metric_names(doc)):
         cells = []
         for run in all_runs:
             m = run["metrics"].get(name)
             mark = " †" if name in not_comparable(doc, run["label"]) else ""
-            cells.append("–" if m is None else f"{fmt(m['value'])}{f' ({_ci(m)})' if _ci(m) else ''}{mark}")
+            cells.append("–" if m is None else f"{fmt_entry(m)}{f' ({_ci(m)})' if _ci(m) else ''}{mark}")
         rows.append([name, arrow(name), *cells])
     blocks.append("All metrics:")
     blocks.append(_md_table(["metric", "dir", *(_md(run["label"]) for run in all_runs)], rows))
@@ -251,6 +286,7 @@ def _cell(doc: dict, run: dict, name: str, entry: dict | None, best: set[str]) -
         return None
     return {
         "value": entry["value"],
+        "text": fmt_entry(entry),
         "ci": _ci(entry),
         "n": entry.get("n"),
         "best": run["label"] in best,
@@ -316,6 +352,7 @@ def html(doc: dict) -> str:
         "tradeoff": plots.tradeoff_svg(doc) if len(runs(doc)) > 1 else None,
         "by_repeats": plots.by_repeats_svg(doc),
         "roc": plots.roc_svg(doc),
+        "robustness": plots.robustness_svg(doc),
     }
     return _env.get_template("report.html.j2").render(
         doc=doc,
@@ -324,6 +361,8 @@ def html(doc: dict) -> str:
         comparison=is_comparison(doc),
         verdicts=verdicts(doc),
         fronts=front_sentences(doc),
+        shift_warnings=shift_warnings(doc),
+        robustness=robustness_rows(doc),
         leak_rules=leak_rules(),
         headline=_headline_table(doc),
         metric_rows=_metric_rows(doc, _detail_names(names)),

@@ -1,13 +1,14 @@
 """The answer a report leads with: which models leak, by the leak rules of the registry's headline
-metrics (an exact extraction, a membership attack far from chance), and which are on a Pareto
-front of memorization against capability. Every view (HTML, Markdown, terminal) shows the same
-verdicts, computed here from the results document alone."""
+metrics (an exact extraction, a membership attack far from chance on either side), and which are
+on a Pareto front of memorization against capability; and when the membership numbers cannot be
+taken at face value (the blind baseline). Every view (HTML, Markdown, terminal) shows the same
+verdicts and warnings, computed here from the results document alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memaudit.probes.registry import Metric, headline_metrics, known
+from memaudit.probes.registry import BLIND_WARN_ABOVE, Metric, headline_metrics, known
 from memaudit.report.document import runs, value
 
 
@@ -18,9 +19,19 @@ class Evidence:
     metric: Metric
     entry: dict
 
+    @property
+    def low_side(self) -> str:
+        """What the value means when it lies below a two-sided rule's safe value (an AUC below
+        chance: over-unlearning, a leak, not a success), else ""."""
+        leak = self.metric.headline.leak if self.metric.headline else None
+        v = value(self.entry)
+        below = leak is not None and self.metric.higher_is_better is None and v is not None and v < leak.safe
+        return leak.low_side if below else ""  # type: ignore[union-attr]
+
     def __str__(self) -> str:
         ci = self.entry.get("ci95")
-        return f"{self.metric.name} {value(self.entry):.3f}" + (f" (95% {ci[0]:.3f} – {ci[1]:.3f})" if ci else "")
+        text = f"{self.metric.name} {value(self.entry):.3f}" + (f" (95% {ci[0]:.3f} – {ci[1]:.3f})" if ci else "")
+        return text + (f", {self.low_side}" if self.low_side else "")
 
 
 @dataclass(frozen=True)
@@ -90,4 +101,26 @@ def front_sentences(doc: dict) -> list[str]:
         f"{axis_label(pareto['x'])} vs {axis_label(y)}: {', '.join(front)}"
         for y, front in pareto.get("fronts", {}).items()
         if front
+    ]
+
+
+BLIND = "privacy.blind_baseline_auc"
+
+
+def shift_warnings(doc: dict) -> list[str]:
+    """One line per audit set on which the blind baseline (a classifier of the texts alone) tells
+    members from non-members better than BLIND_WARN_ABOVE: the membership numbers of the models
+    scanned on it may measure a distribution shift between the two sets, not memorization."""
+    flagged: dict[str, tuple[list[str], dict]] = {}
+    for run in runs(doc):
+        entry = run["metrics"].get(BLIND)
+        if (value(entry) or 0.0) > BLIND_WARN_ABOVE:
+            audit = run.get("data", {}).get("audit_sha256") or run["label"]
+            flagged.setdefault(audit, ([], entry))[0].append(run["label"])
+    return [
+        f"a model-free bag-of-words classifier tells members from non-members with AUC {entry['value']:.2f}"
+        + (" (95% {:.2f} – {:.2f})".format(*entry["ci95"]) if entry.get("ci95") else "")
+        + f", above {BLIND_WARN_ABOVE:g}, on the audit set of {', '.join(labels)}: membership scores there may "
+        "reflect a distribution shift between the two sets, not memorization (Das et al. 2024)"
+        for labels, entry in flagged.values()
     ]
