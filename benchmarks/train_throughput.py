@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import transformers
 
 from memaudit.corpus.audit import AuditSet, write_audit_set
 from memaudit.corpus.packing import PackedStream
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--table-steps", type=int, default=6, help="steps per precision in the table")
     args = parser.parse_args()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
     demo = DemoConfig()

@@ -36,7 +36,7 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
-    straight = train(tiny_data, tmp_path / "straight", SHORT, progress=False).path
+    straight = train(tiny_data, tmp_path / "new" / "folders" / "straight", SHORT, progress=False).path
     with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
         train(tiny_data, tmp_path / "resumed", SHORT, progress=False)
     assert (tmp_path / "resumed.partial" / "checkpoint").is_dir() and not (tmp_path / "resumed").exists()

@@ -125,7 +125,9 @@ def test_max_degradation_stops_a_destructive_run_and_keeps_a_state_within_the_li
 
 
 def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path):
-    cfg = UnlearnConfig(method="npo", steps=8, lr=1e-3, warmup_steps=2, eval_every=4, checkpoint_every=4)
+    cfg = UnlearnConfig(
+        method="npo", steps=8, lr=1e-3, warmup_steps=2, eval_every=4, checkpoint_every=4, max_degradation=None
+    )
     straight = unlearn(tiny_models["standard"], tiny_data, tmp_path / "a", cfg, progress=False).path
     with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
         unlearn(tiny_models["standard"], tiny_data, tmp_path / "b", cfg, progress=False)

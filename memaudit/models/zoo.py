@@ -41,13 +41,16 @@ ZOO: dict[str, tuple[type[PretrainedConfig], dict]] = {
     ),
 }
 _NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attention_dropout=0.0)
+# GPT-2's own GeLU (`gelu_new`) is the tanh approximation written as five Python-level tensor ops;
+# `gelu_pytorch_tanh` is the same function in one fused kernel: ~20% of a CPU scan's forward time.
+_FUSED_GELU = {GPT2Config: dict(activation_function="gelu_pytorch_tanh")}
 
 
 def build_config(arch: str, vocab_size: int, bos_token_id: int, eos_token_id: int) -> PretrainedConfig:
     ids = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id)
     if arch in ZOO:
         cls, settings = ZOO[arch]
-        return cls(**settings, **_NO_DROPOUT, **ids, tie_word_embeddings=True)
+        return cls(**settings, **_FUSED_GELU.get(cls, {}), **_NO_DROPOUT, **ids, tie_word_embeddings=True)
     if (Path(arch) / "config.json").is_file():
         config = AutoConfig.from_pretrained(arch)
         for key, value in ids.items():

@@ -165,6 +165,7 @@ def run_lock(work: Path) -> Iterator[None]:
     its work dir (the second is refused at once); a lock left by a killed run is released by the
     kernel. The other processes of a multi-process launch follow the main one."""
     if process_state().is_main_process:
+        work.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives beside the work dir
         with output_lock(work):
             yield
     else:
@@ -448,6 +449,13 @@ def _train(
     }
     write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)
     return TrainResult(out, cfg.steps, result.tokens_per_s, result.final, accelerator.is_main_process)
+
+
+def blocks_per_epoch(data_dir: Path, cfg: TrainConfig) -> int:
+    """Training sequences in one pass over a data dir's training stream under `cfg` (the
+    oracle's without the planted documents): what equal exposure to a text means in steps."""
+    data_dir = Path(data_dir)
+    return _stream(AuditSet.load(data_dir), load_tokenizer(data_dir / "tokenizer"), cfg).blocks_per_epoch
 
 
 def _stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
