@@ -7,7 +7,8 @@
 2. A precision table: memaudit's training tokens/s in fp32, bf16 autocast and `auto` (with
    what `auto` chose and why), beside the CPU's model, kernel capability and cores.
 
-    python benchmarks/train_throughput.py [--steps 20] [--rounds 3] [--arch gpt2-5m] [--threads N]"""
+    python benchmarks/train_throughput.py [--steps 20] [--rounds 3] [--arch gpt2-5m] [--threads N]
+                                          [--batch-size B] [--vocab-size V]"""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--arch", default="gpt2-5m")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--table-steps", type=int, default=6, help="steps per precision in the table")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the demo's")
+    parser.add_argument("--vocab-size", type=int, default=None, help="default: the demo's")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -87,11 +90,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "data"
-        write_audit_set(demo.data, data)
+        vocab = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+        write_audit_set(replace(demo.data, **vocab), data)
         cfg = replace(
             demo.train,
             arch=args.arch,
             steps=args.steps,
+            batch_size=args.batch_size or demo.train.batch_size,
             precision="fp32",
             threads=args.threads,
             eval_every=args.steps,
