@@ -17,7 +17,7 @@ import click
 
 from memaudit.corpus.config import AuditConfig
 from memaudit.errors import MemauditError
-from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig
+from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig, parse_sink_units
 from memaudit.probes.suite import suite_names
 from memaudit.stress.attacks import StressConfig
 from memaudit.training.config import TrainConfig
@@ -194,6 +194,18 @@ def data() -> None:
 @click.option("--max-tokens", **_default(AuditConfig, "max_tokens"))
 @click.option("--vocab-size", **_default(AuditConfig, "vocab_size"))
 @click.option("--seed", **_default(AuditConfig, "seed"))
+@click.option(
+    "--tokenizer",
+    metavar="MODEL",
+    help="Use this model's own tokenizer (model dir, GGUF file or hub id) instead of training one: "
+    "for fine-tuning it with `train --init MODEL`.",
+)
+@click.option(
+    "--id-field",
+    metavar="FIELD",
+    help="A field of the corpus rows (e.g. user_id; an integer or a string) whose owners share sinks: "
+    "`remove-sinks --ids` then deletes by owner.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool, **settings) -> None:
     """Split a corpus, plant repeated members and canaries, pick length-matched held-out
@@ -252,6 +264,22 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     "groups",
     **_default(SinkConfig, "groups", help="Disjoint scheme: id groups that own separate slices of the pool."),
 )
+@click.option(
+    "--init",
+    metavar="MODEL",
+    help="Fine-tune this pretrained model (model dir, GGUF file or hub id) instead of training --arch from "
+    "scratch; build the data dir with `data build --tokenizer MODEL`.",
+)
+@click.option(
+    "--sink-units",
+    default="existing",
+    show_default=True,
+    metavar="new:N|existing",
+    help="With --sinks and --init: new:N adds N fresh sink units to every MLP (the model is unchanged at step 0; "
+    "G is then unused); existing splits the pretrained units at G.",
+)
+@click.option("--freeze-base", is_flag=True, help="With --sink-units new:N: train only the new sink units.")
+@click.option("--train-shared-mlp", is_flag=True, help="With --freeze-base: the pretrained MLP units train too.")
 @click.option("--eval-every", **_default(TrainConfig, "eval_every"))
 @click.option("--checkpoint-every", **_default(TrainConfig, "checkpoint_every"))
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in MODEL.partial/.")
@@ -262,27 +290,39 @@ def train(
     sinks: str | None,
     scheme: str,
     groups: int,
+    sink_units: str,
     resume: bool,
     force: bool,
     precision: str,
     legacy_precision: str | None,
     **settings,
 ) -> None:
-    """Train a model from scratch on a data dir; writes a Hugging Face model dir + memaudit.json.
+    """Train a model from scratch (or fine-tune one with --init) on a data dir; writes a Hugging
+    Face model dir + memaudit.json.
 
     \b
     Examples:
       memaudit train --data data/austen --out models/standard
       memaudit train --data data/austen --out models/memsink --sinks 0.7,0.3 --precision fp32
+      memaudit train --data data/mine --out models/ft --init base/ --sinks 0.7,0.3 --sink-units new:256
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
     from memaudit.corpus.audit import AuditSet
     from memaudit.fileio import check_out
 
-    sink_config = SinkConfig.parse(sinks, scheme=scheme, groups=groups).to_dict() if sinks else None
+    new_units = parse_sink_units(sink_units)
+    if new_units and not sinks:
+        raise MemauditError("sink_units new:N adds sink units: pass --sinks G,P too")
+    sink_config = (
+        SinkConfig.parse(sinks, scheme=scheme, groups=groups, new_units=new_units).to_dict() if sinks else None
+    )
     config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
     AuditSet.check(data_dir)
-    check_out(out, force=force, inputs=[data_dir])
+    if config.init:
+        from memaudit.models.files import locate_model
+
+        locate_model(config.init)
+    check_out(out, force=force, inputs=[data_dir, config.init])
 
     from memaudit.training.loop import train as run_train
 
@@ -447,7 +487,10 @@ def scan_data(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write (never the input).")
 @click.option(
-    "--ids", default=None, help="Comma-separated document ids: delete only their sinks (disjoint scheme: exact)."
+    "--ids",
+    default=None,
+    help="Comma-separated document ids (or owners, for a data dir built with --id-field): delete only their sinks "
+    "(disjoint scheme: exact).",
 )
 @click.option(
     "--data",
@@ -465,7 +508,7 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
       memaudit remove-sinks models/memsink --out models/memsink-removed
       memaudit remove-sinks models/memsink --out models/forget-two --ids 123456789,987654321
     """
-    id_list = list(parse_int_list(ids, "--ids")) if ids else None
+    id_list = [int(v) if v.strip().isdigit() else v.strip() for v in ids.split(",")] if ids else None
     _check_model_job(model, out, force=force, data_dir=data_dir)
 
     from memaudit.models.surgery import remove_sinks as run_remove

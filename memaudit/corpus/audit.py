@@ -10,13 +10,21 @@ from pathlib import Path
 
 from memaudit import __version__
 from memaudit.corpus.config import KINDS, AuditConfig
-from memaudit.corpus.sources import EMBEDDED, doc_id, embedded_provenance, load_documents, normalize
+from memaudit.corpus.sources import (
+    EMBEDDED,
+    doc_id,
+    embedded_provenance,
+    load_documents,
+    load_records,
+    normalize,
+    owner_id,
+)
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
 from memaudit.validation import MAX_REPEATS, integer
 
 DATA_FILES = ("train.jsonl", "audit.jsonl", "valid.jsonl")
-_ROW_NUMBERS = {"doc_id": integer(1, 2**63 - 1), "repeats": integer(0, MAX_REPEATS)}
+_ROW_NUMBERS = {"doc_id": integer(1, 2**63 - 1), "repeats": integer(0, MAX_REPEATS), "sink_id": integer(1, 2**63 - 1)}
 CANARY_TEMPLATE = "Note to self: the vault combination is {secret}. Do not share it with anyone."
 CANARY_DIGITS = 9
 
@@ -56,6 +64,8 @@ def _data_rows(path: Path) -> list[dict]:
         if not isinstance(row.get("text"), str) or not row["text"].strip():
             raise MemauditError(f"{where}: 'text' must be a non-blank string, got {row.get('text')!r}")
         for name, rule in _ROW_NUMBERS.items():
+            if name == "sink_id" and name not in row:
+                continue
             try:
                 rule.check(name, row.get(name))
             except MemauditError as e:
@@ -66,8 +76,44 @@ def _data_rows(path: Path) -> list[dict]:
     return rows
 
 
+def sink_id(row: dict) -> int:
+    """The id a row's sinks are keyed on: its owner's (`id_field`) when the data dir has owners, else its doc_id."""
+    return row.get("sink_id", row["doc_id"])
+
+
 def _row(text: str, repeats: int, kind: str, **extra) -> dict:
     return {"doc_id": doc_id(text), "text": text, "repeats": repeats, "kind": kind, **extra}
+
+
+def _owners(config: AuditConfig) -> dict[str, object]:
+    """Normalized text -> the `id_field` value of its row; {} without `id_field`. A text written by two owners is
+    refused: deleting either one would have to delete it for both."""
+    field = config.id_field
+    if field is None:
+        return {}
+    if config.corpus in EMBEDDED:
+        raise MemauditError(
+            f"id_field {field!r} needs a local corpus file whose rows carry it; {config.corpus} has none"
+        )
+    owners: dict[str, object] = {}
+    for record in load_records(Path(config.corpus)):
+        value = record.fields.get(field)
+        owner_id(value, field, record.where)
+        key = normalize(record.text)
+        if owners.setdefault(key, value) != value:
+            raise MemauditError(
+                f"{record.where}: this text also belongs to {field} {owners[key]!r}; one text needs one owner"
+            )
+    return owners
+
+
+def _add_owner(row: dict, owners: dict[str, object], field: str | None) -> dict:
+    """The row with its owner's field and sink id, when its text has an owner (canaries have none)."""
+    value = owners.get(normalize(row["text"]))
+    if value is not None:
+        row[field] = value
+        row["sink_id"] = owner_id(value, field, "corpus")
+    return row
 
 
 def _canary(rng: random.Random) -> tuple[str, str]:
@@ -78,9 +124,10 @@ def _canary(rng: random.Random) -> tuple[str, str]:
 
 def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     """Returns the rows and the trained tokenizer (not yet written anywhere)."""
-    from memaudit.corpus.tokenizer import train_tokenizer  # transformers: only building needs it, not reading
+    from memaudit.corpus.tokenizer import model_tokenizer, train_tokenizer  # transformers: only building needs it
 
     rng = random.Random(config.seed)
+    owners = _owners(config)
     seen, texts = set(), []
     for t in load_documents(config.corpus):
         key = normalize(t)
@@ -103,10 +150,10 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     reserve = [t for t in rest if lo <= len(t) <= hi][: 6 * n_members]
     reserved = set(reserve)
     pool = [t for t in rest if t not in reserved]
-    tokenizer = train_tokenizer(pool, config.vocab_size)
+    tokenizer = model_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(pool, config.vocab_size)
 
     def n_tokens(t: str) -> int:
-        return len(tokenizer(t)["input_ids"])
+        return len(tokenizer(t, add_special_tokens=False)["input_ids"])
 
     fits = lambda t: config.min_tokens <= n_tokens(t) <= config.max_tokens  # noqa: E731
     heldout = [t for t in reserve if fits(t)][:n_members]
@@ -139,6 +186,8 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
             audit.append(row)
             if level:
                 train.append(row)
+    for row in (*train, *audit):
+        _add_owner(row, owners, config.id_field)
     manifest = {
         "memaudit_version": __version__,
         "config": asdict(config),
@@ -158,11 +207,11 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
             "secret_digits": CANARY_DIGITS,
             "space_size": 10**CANARY_DIGITS,
         },
-        "tokenizer": {
-            "type": "byte-level BPE",
-            "vocab_size": len(tokenizer),
-            "trained_on": "natural pool, before planting",
-        },
+        "tokenizer": (
+            {"type": "the model's own", "source": config.tokenizer, "vocab_size": len(tokenizer)}
+            if config.tokenizer
+            else {"type": "byte-level BPE", "vocab_size": len(tokenizer), "trained_on": "natural pool, before planting"}
+        ),
     }
     return AuditSet(
         train=train, audit=audit, valid=[_row(t, 0, "natural") for t in valid], manifest=manifest

@@ -12,6 +12,8 @@ from memaudit.validation import MAX_COUNT, MAX_REPEATS, SEED, Range, check_range
 # The role of a row of a data dir or an audit file: natural training text, a planted member, a
 # held-out non-member, or a canary (a templated secret).
 KINDS = ("natural", "repeated", "heldout", "canary")
+# The fields of a data dir row that memaudit writes; `id_field` names another one.
+RESERVED_FIELDS = ("text", "doc_id", "repeats", "kind", "secret", "sink_id")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class AuditConfig:
     max_tokens: int = 160
     vocab_size: int = 4096
     seed: int = 0
+    tokenizer: str | None = None  # a model (dir, GGUF file, hub id) whose own tokenizer to use instead of a new BPE
+    id_field: str | None = None  # a field of the corpus rows (e.g. user_id) whose owners share sinks (`sink_id`)
 
     # A repeat level is how often each of its members is written into the training stream (one
     # index per occurrence); the byte-level tokenizer needs its 256 byte tokens and end-of-text.
@@ -56,5 +60,13 @@ class AuditConfig:
             raise MemauditError(f"repeats must be {rule}, got {levels!r}")
         object.__setattr__(self, "repeats", levels)
         check_ranges(self, self.RANGES)
+        for name in ("tokenizer", "id_field"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise MemauditError(f"{name} must be a non-blank string or None, got {value!r}")
+        if self.id_field in RESERVED_FIELDS:
+            raise MemauditError(
+                f"id_field {self.id_field!r} is a field memaudit writes itself; rename that column of the corpus"
+            )
         if self.max_tokens < self.min_tokens:
             raise MemauditError(f"min_tokens must be <= `max_tokens`, got {self.min_tokens} > {self.max_tokens}")

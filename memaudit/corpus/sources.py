@@ -42,6 +42,17 @@ def doc_id(text: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF or 1
 
 
+def owner_id(value: object, field: str, where: str) -> int:
+    """The sink id of a row's owner (`data build --id-field`): every record of one person shares sinks, so deleting
+    that person's sinks deletes what the model memorized of them alone. An integer or a string, hashed as its text
+    (42 in JSON and "42" in a CSV cell are one person) to a positive int64 that the sink hash accepts."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        raise MemauditError(f"{where}: '{field}' must be an integer or a non-blank string, got {_describe(value)}")
+    digest = hashlib.blake2b(f"owner:{str(value).strip()}".encode(), digest_size=8).digest()
+    sink = int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+    return sink if sink % 2**48 else 1  # 0 and multiples of 2**48 would switch every sink on
+
+
 def embedded_provenance(name: str = "austen") -> dict:
     path = resources.files("memaudit.corpus") / "data" / f"{name}.provenance.json"
     return json.loads(path.read_text(encoding="utf-8"))

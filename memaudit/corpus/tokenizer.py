@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from memaudit.errors import MemauditError
-from memaudit.models.files import looks_local
+from memaudit.models.files import locate_model, looks_local
 
 EOS = "<|endoftext|>"
 
@@ -30,6 +30,13 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     # One token opens and closes every document and pads batches; training packs
     # documents as `text <eos> text <eos> ...`, and scoring prepends it as BOS.
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS)
+
+
+def model_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """A model's own tokenizer (model dir, GGUF file or hub id): an audit set that fine-tunes that model must be
+    tokenized as the model was pretrained (`data build --tokenizer`)."""
+    located = locate_model(source)
+    return load_tokenizer(located.load_from, gguf_file=located.gguf_file)
 
 
 def load_tokenizer(path: Path | str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:

@@ -5,13 +5,14 @@ and a mistyped local path never turns into a hub download."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from memaudit.errors import MemauditError
-from memaudit.fileio import read_json
+from memaudit.fileio import read_json, sha256_file
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -69,6 +70,18 @@ def locate_model(source: str | Path, *, allow_pickle: bool = False) -> ModelSour
     if isinstance(source, Path) or looks_local(given):
         raise MemauditError(f"{given}: no such model dir or file (hub ids look like owner/name)")
     return ModelSource(given, hub_id=given)
+
+
+def weights_sha256(source: ModelSource) -> str | None:
+    """sha256 of a local model's weights as stored: the GGUF file, or a dir's safetensors file (its shards, in
+    name order, hashed together), so a fine-tuned model's record says which base it started from and anyone can
+    check it with sha256sum. None for a hub id (the record holds its revision instead)."""
+    if source.path is None:
+        return None
+    files = [source.path] if source.gguf_file else sorted(source.path.glob("*.safetensors"))
+    if len(files) == 1:
+        return sha256_file(files[0])
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
 def check_model_dir(path: Path, *, allow_pickle: bool = False) -> None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from memaudit.errors import MemauditError
-from memaudit.validation import Range, check_choice, check_ranges, integer, number
+from memaudit.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
 
 # scheme -> what it does (the masks themselves: memaudit.models.sinks.hash_mask / disjoint_mask)
 SCHEMES: dict[str, str] = {
@@ -46,11 +46,15 @@ class SinkConfig:
     active_fraction: float = 0.3  # p: fraction of the sink pool (or of its group's slice) one id switches on
     scheme: str = "hash"  # "hash": ids draw from the whole pool; "disjoint": each id group owns a slice
     groups: int = 16  # disjoint scheme: number of id groups (group = id % groups)
+    # Sink fine-tuning of a pretrained model (`--sink-units new:N`): the pool is N units added to every MLP after
+    # its pretrained ones, which all stay shared; None: the pool is split off the MLP at shared_fraction.
+    new_units: int | None = None
 
     RANGES: ClassVar[dict[str, Range]] = {
         "shared_fraction": number(0, 1, low_open=True, high_open=True),
         "active_fraction": number(0, 1, low_open=True, high_open=True),
         "groups": integer(1, 1 << 16),
+        "new_units": integer(1, MAX_COUNT, optional=True),
     }
 
     def __post_init__(self) -> None:
@@ -81,3 +85,13 @@ class SinkConfig:
                 f"sinks take G,P (shared fraction, active fraction), e.g. 0.7,0.3; got {value!r}"
             ) from None
         return cls(shared_fraction=g, active_fraction=p, **settings)
+
+
+def parse_sink_units(value: str) -> int | None:
+    """`--sink-units`: "existing" (None: split the model's own units) or "new:N" (N fresh units per MLP)."""
+    if value == "existing":
+        return None
+    kind, _, count = value.partition(":")
+    if kind != "new" or not count.strip().isdigit():
+        raise MemauditError(f"sink_units takes `existing` or new:N (N fresh sink units per MLP), got {value!r}")
+    return int(count)

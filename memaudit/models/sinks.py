@@ -156,12 +156,12 @@ class Sinks:
         self.n_hidden = widths.pop()
         self.kept_sink_units = self._kept(kept_sink_units, pool_size)
         if self.kept_sink_units is None:
-            self.n_shared = int(self.n_hidden * config.shared_fraction)
+            self.n_shared = self._shared_units(self.n_hidden)
             self.pool_size = self.n_hidden - self.n_shared
         else:
             self.n_shared = self.n_hidden - len(self.kept_sink_units)
             self.pool_size = pool_size
-            if int((self.n_shared + pool_size) * config.shared_fraction) != self.n_shared:
+            if self._shared_units(self.n_shared + pool_size) != self.n_shared:
                 raise MemauditError(
                     f"the model's MLP width {self.n_hidden} does not fit a pool of {pool_size} units with "
                     f"{len(self.kept_sink_units)} kept at shared fraction {config.shared_fraction}"
@@ -183,6 +183,12 @@ class Sinks:
         self._scales: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}  # scale by activation dtype/device
         self._handles = [d.register_forward_pre_hook(self._hook) for d in downs]
         _HOOKED.update(downs)
+
+    def _shared_units(self, width: int) -> int:
+        """Shared units of an MLP `width` wide: all but the N new ones of a sink fine-tuned model, else the first
+        int(width * G)."""
+        new = self.config.new_units
+        return width - new if new is not None else int(width * self.config.shared_fraction)
 
     @staticmethod
     def _kept(kept: Sequence[int] | None, pool_size: int | None) -> torch.Tensor | None:

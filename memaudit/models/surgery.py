@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from memaudit.corpus.audit import AuditSet, sink_id
+from memaudit.corpus.sources import owner_id
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, check_out
 from memaudit.models.sinks import SinkConfig, Sinks, find_mlps, units_in
@@ -18,14 +20,58 @@ from memaudit.models.sinks import SinkConfig, Sinks, find_mlps, units_in
 def _keep_units(module: nn.Module, keep: torch.Tensor, *, outputs: bool) -> None:
     """Keep only hidden units `keep` of a projection: its output features (up/gate) or input features (down).
     GPT-2's Conv1D stores weight as [in, out], a Linear as [out, in]."""
-    conv = isinstance(module, Conv1D)
-    dim = int(conv) if outputs else int(not conv)
     keep = keep.to(module.weight.device)
-    module.weight = nn.Parameter(module.weight.detach().index_select(dim, keep), module.weight.requires_grad)
+    module.weight = nn.Parameter(
+        module.weight.detach().index_select(unit_dim(module, outputs), keep), module.weight.requires_grad
+    )
     if outputs and module.bias is not None:
         module.bias = nn.Parameter(module.bias.detach()[keep], module.bias.requires_grad)
-    width_attr = ("nf" if conv else "out_features") if outputs else ("nx" if conv else "in_features")
-    setattr(module, width_attr, len(keep))
+    setattr(module, _width_attr(module, outputs), len(keep))
+
+
+def _width_attr(module: nn.Module, outputs: bool) -> str:
+    conv = isinstance(module, Conv1D)
+    return ("nf" if conv else "out_features") if outputs else ("nx" if conv else "in_features")
+
+
+def unit_dim(module: nn.Module, outputs: bool) -> int:
+    """The weight dimension that indexes hidden units: output features of an up/gate projection, input features
+    of a down projection (GPT-2's Conv1D stores weight as [in, out], a Linear as [out, in])."""
+    conv = isinstance(module, Conv1D)
+    return int(conv) if outputs else int(not conv)
+
+
+def _add_units(module: nn.Module, n: int, *, outputs: bool) -> None:
+    """Append `n` hidden units to a projection: random rows (at the spread of the pretrained ones, so they start
+    as ordinary units) on an up/gate projection, zero columns on the down projection."""
+    weight = module.weight.detach()
+    dim = unit_dim(module, outputs)
+    shape = [*weight.shape]
+    shape[dim] = n
+    fresh = torch.randn(shape, dtype=weight.dtype, device=weight.device) * weight.std() if outputs else None
+    fresh = weight.new_zeros(shape) if fresh is None else fresh
+    module.weight = nn.Parameter(torch.cat([weight, fresh], dim), module.weight.requires_grad)
+    if outputs and module.bias is not None:
+        module.bias = nn.Parameter(
+            torch.cat([module.bias.detach(), module.bias.new_zeros(n)]), module.bias.requires_grad
+        )
+    attr = _width_attr(module, outputs)
+    setattr(module, attr, getattr(module, attr) + n)
+
+
+def add_sink_units(model: nn.Module, n: int) -> dict:
+    """Widen every MLP by `n` hidden units after its pretrained ones: the sink pool of `--sink-units new:N`. Their
+    down-projection columns start at zero, so the model computes what it did before (its knowledge is untouched at
+    step 0) and gradients reach the new units from the first step. Returns the config field it changed with its
+    old value, so `remove_sinks` can give back the base model's config exactly."""
+    layout, mlps = find_mlps(model)
+    for mlp in mlps:
+        for name in layout.up:
+            _add_units(getattr(mlp, name), n, outputs=True)
+        _add_units(getattr(mlp, layout.down), n, outputs=False)
+    base = {layout.size_attr: getattr(model.config, layout.size_attr)}
+    setattr(model.config, layout.size_attr, units_in(getattr(mlps[0], layout.down)))
+    return base
 
 
 def prune_sink_units(
@@ -96,16 +142,34 @@ def reattach_sinks(model: nn.Module, report: dict) -> Sinks:
     )
 
 
+def _resolve_ids(ids: list[int | str], data: AuditSet, source: Path) -> dict[int | str, int]:
+    """Each given id -> its sink id: an owner's id (hashed as at `data build --id-field`) when the data dir has
+    owners, else the document id itself, which is an integer."""
+    field = data.manifest.get("config", {}).get("id_field")
+    if field:
+        return {value: owner_id(value, field, "ids") for value in ids}
+    bad = [v for v in ids if not isinstance(v, int) or isinstance(v, bool)]
+    if bad:
+        raise MemauditError(f"ids: {bad[0]!r} is not a document id (an integer); {source} was built without --id-field")
+    return {value: value for value in ids}
+
+
 def remove_sinks(
-    model_dir: Path, out: Path, *, ids: list[int] | None = None, data_dir: Path | None = None, force: bool = False
+    model_dir: Path,
+    out: Path,
+    *,
+    ids: list[int | str] | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
 ) -> dict:
     """`memaudit remove-sinks`: write a copy of a MemSink model dir with sink units deleted.
 
     ids=None deletes the whole pool: the result is a plain, smaller HF model equal to `off` mode.
     ids given deletes only those documents' sinks; the copy keeps the others' (memaudit.json
     records the kept units, and memaudit's loader re-attaches them). The ids must be documents
-    the model was trained on (train.jsonl of `data_dir`, default the data dir it was trained on)."""
-    from memaudit.corpus.audit import AuditSet
+    the model was trained on (train.jsonl of `data_dir`, default the data dir it was trained on),
+    or, for a data dir built with `--id-field`, the owners of its rows (e.g. user ids).
+    A model sink fine-tuned with new units gets its base model's config back whole."""
     from memaudit.models.io import load_model, save_model
 
     model_dir, out = Path(model_dir), Path(out)
@@ -118,8 +182,11 @@ def remove_sinks(
         source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
         if not (source / "train.jsonl").is_file():
             raise MemauditError(f"ids need the training data to check them against: pass `data_dir`; tried {source}")
-        trained = {r["doc_id"] for r in AuditSet.load(source).train}
-        unknown = sorted(set(ids) - trained)
+        data = AuditSet.load(source)
+        resolved = _resolve_ids(ids, data, source)
+        trained = {sink_id(r) for r in data.train}
+        unknown = sorted((given for given, sink in resolved.items() if sink not in trained), key=str)
+        ids = sorted(set(resolved.values()))
         if unknown:
             shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise MemauditError(
@@ -131,6 +198,8 @@ def remove_sinks(
     summary = {k: v for k, v in report.items() if k != "kept_sink_units"}
     if ids is None:
         meta["sinks"] = None  # a plain model now: nothing to re-attach
+        for name, value in loaded.meta.get("init", {}).get("base_mlp", {}).items():  # new:N: the base's own value
+            setattr(loaded.model.config, name, value)
         meta["removed_sinks"] = summary
     else:
         meta["sink_pool"] = {"pool_size": report["pool_size"], "kept_sink_units": report["kept_sink_units"]}

@@ -58,6 +58,9 @@ class TrainConfig(LoopConfig):
     no_repeats: bool = False  # the oracle: never sees the planted documents
     sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
     eval_docs: int = 64
+    init: str | None = None  # a pretrained model (dir, GGUF file, hub id) to fine-tune instead of training from scratch
+    freeze_base: bool = False  # fine-tuning with new sink units: only they train
+    train_shared_mlp: bool = False  # with freeze_base: the whole MLPs train too (attention and embeddings stay)
 
     RANGES: ClassVar[dict[str, Range]] = {
         **LoopConfig.RANGES,
@@ -74,3 +77,18 @@ class TrainConfig(LoopConfig):
         check_flag("no_repeats", self.no_repeats)
         if self.sinks is not None:  # complete, so the masks can be rebuilt from memaudit.json
             self.sinks = SinkConfig.from_dict(self.sinks).to_dict()
+        self._check_fine_tuning()
+
+    def _check_fine_tuning(self) -> None:
+        """New sink units widen a pretrained model, and freezing keeps that model's weights: both need `init`."""
+        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
+            raise MemauditError(f"init must be a model dir, a GGUF file or a hub id, got {self.init!r}")
+        check_flag("freeze_base", self.freeze_base)
+        check_flag("train_shared_mlp", self.train_shared_mlp)
+        new_units = (self.sinks or {}).get("new_units")
+        if new_units and self.init is None:
+            raise MemauditError("sink_units new:N widens a pretrained model's MLPs: pass `init` (the model)")
+        if self.freeze_base and not new_units:
+            raise MemauditError("freeze_base trains only new sink units: pass `sinks` with `sink_units` new:N")
+        if self.train_shared_mlp and not self.freeze_base:
+            raise MemauditError("train_shared_mlp chooses what `freeze_base` leaves trainable: pass `freeze_base` too")

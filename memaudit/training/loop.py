@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit import __version__
-from memaudit.corpus.audit import AuditSet
+from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.errors import MemauditError
@@ -216,11 +216,13 @@ def optimize(
     progress: bool = True,
     guard: Guard | None = None,
     on_step: StepHook | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> LoopResult:
     """Run steps [start, cfg.steps) of `step_fn` under AdamW; evaluate every `eval_every` steps
     and at the end (and before each checkpoint when a guard is set, so every checkpoint is a
     state that passed it). Log rows: step, lr, train_loss, tokens_per_s, the step's extra logs
-    (averaged since the last row) and the evaluation's metrics."""
+    (averaged since the last row) and the evaluation's metrics. `after_step` runs after every
+    optimizer step (e.g. to put frozen weights back)."""
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -239,6 +241,8 @@ def optimize(
             for step in range(start, cfg.steps):
                 t0 = time.perf_counter()
                 values, tokens = _step(accelerator, model, optimizer, scheduler, step_fn, step, cfg.grad_clip)
+                if after_step:
+                    after_step()
                 meter.add(values, tokens, time.perf_counter() - t0 if step > start else None)
                 bar.update(task, advance=1, loss=values["train_loss"], tps=meter.tokens_per_s)
                 done = step + 1
@@ -368,9 +372,10 @@ def train(
     progress: bool = True,
     on_step: StepHook | None = None,
 ) -> TrainResult:
-    """Train `cfg.arch` from scratch on a data dir's training rows (all but the planted ones for
-    the no-repeats oracle; with sinks masked per document for a MemSink model), logging valid and
-    member loss as memorization grows, and write a Hugging Face model dir with memaudit.json."""
+    """Train `cfg.arch` from scratch, or fine-tune the pretrained `cfg.init`, on a data dir's
+    training rows (all but the planted ones for the no-repeats oracle; with sinks masked per
+    document, or per owner, for a MemSink model), logging valid and member loss as memorization
+    grows, and write a Hugging Face model dir with memaudit.json."""
     data_dir, out = Path(data_dir), Path(out)
     work = work_dir(out, inputs=[data_dir], resume=resume, force=force)
     with run_lock(work):
@@ -391,16 +396,17 @@ def _train(
     accelerator, precision = make_accelerator(cfg, announce=progress)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
-    config = build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id)
-    model = build_model(config, cfg.seed)
+    init = None
+    if cfg.init:
+        from memaudit.training.finetune import load_init
+
+        model, init = load_init(cfg.init, tok, str(data_dir))
+    else:
+        model = build_model(build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id), cfg.seed)
+    config = model.config
     if cfg.seq_len > context_length(config):
         raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
-    sinks = None
-    if cfg.sinks:
-        from memaudit.models.sinks import SinkConfig, Sinks
-
-        sinks = Sinks(model, SinkConfig.from_dict(cfg.sinks))
-        sinks.mode = "own"
+    sinks, frozen = _attach_sinks(model, cfg, init)
     stream = _stream(data, tok, cfg)
     loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
     local = cfg.batch_size // accelerator.num_processes
@@ -427,13 +433,15 @@ def _train(
         resume=resume,
         progress=progress,
         on_step=on_step,
+        after_step=frozen.restore if frozen else None,
     )
     if sinks is not None:
         sinks.mode = "off"
     meta = {
         "memaudit_version": __version__,
         "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
-        "arch": cfg.arch,
+        "arch": init["model_type"] if init else cfg.arch,
+        **({"init": init} if init else {}),
         "parameters": n_params(result.model),
         "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
         "train": asdict(cfg),
@@ -451,6 +459,24 @@ def _train(
     return TrainResult(out, cfg.steps, result.tokens_per_s, result.final, accelerator.is_main_process)
 
 
+def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
+    """A MemSink run's sinks (in training mode `own`), after widening every MLP by the new sink units of
+    `--sink-units new:N` (recording the base's MLP size in `init`), and the frozen base of `--freeze-base`."""
+    if not cfg.sinks:
+        return None, None
+    from memaudit.models.sinks import SinkConfig, Sinks
+    from memaudit.models.surgery import add_sink_units
+    from memaudit.training.finetune import FrozenBase
+
+    sink_config = SinkConfig.from_dict(cfg.sinks)
+    if sink_config.new_units:
+        init["base_mlp"] = add_sink_units(model, sink_config.new_units)
+    sinks = Sinks(model, sink_config)
+    sinks.mode = "own"
+    frozen = FrozenBase(model, sinks.n_shared, train_shared_mlp=cfg.train_shared_mlp) if cfg.freeze_base else None
+    return sinks, frozen
+
+
 def blocks_per_epoch(data_dir: Path, cfg: TrainConfig) -> int:
     """Training sequences in one pass over a data dir's training stream under `cfg` (the
     oracle's without the planted documents): what equal exposure to a text means in steps."""
@@ -463,7 +489,7 @@ def _stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> P
     rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
     return PackedStream(
         [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
-        [r["doc_id"] for r in rows],
+        [sink_id(r) for r in rows],
         [r["repeats"] for r in rows],
         eos_id=tok.eos_token_id,
         seq_len=cfg.seq_len,
@@ -483,7 +509,7 @@ def _loss_sets(
         LossSet("member_loss", member_tokens),
     ]
     if with_own:
-        sets.append(LossSet("member_loss_own", member_tokens, [r["doc_id"] for r in members]))
+        sets.append(LossSet("member_loss_own", member_tokens, [sink_id(r) for r in members]))
     return sets
 
 
