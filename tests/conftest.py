@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import transformers
 
 from memaudit.corpus.audit import write_audit_set
-from memaudit.demo import QUICK
+from memaudit.demo import QUICK, training_plan
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import train
 
 transformers.logging.set_verbosity_error()
 
 # The tests' tiny setting is `memaudit demo --quick`'s: 1M-parameter GPT-2s that memorize the
-# 64x members in ~15 s of training (300 steps, ~5 epochs of a small audit set, vocab 512).
+# 64x members in ~15 s of training (300 steps, ~5 epochs of a small audit set, vocab 512). The
+# fixtures train the quick demo's own three models once, and the quick demo reuses them.
 TINY_DATA = QUICK.data
 TINY_TRAIN = QUICK.train
 
@@ -34,24 +35,26 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tiny_data, tmp_path_factory) -> dict[str, Path]:
-    """A standard and a no-repeats model trained the same way on the tiny audit set."""
-    root = tmp_path_factory.mktemp("models")
-    models = {}
-    for name, changes in {"standard": {}, "no-repeats": {"no_repeats": True}}.items():
-        models[name] = train(
-            tiny_data, root / name, TrainConfig(**{**TINY_TRAIN.__dict__, **changes}), progress=False
-        ).path
-    return models
+def tiny_plan(tiny_data) -> dict[str, TrainConfig]:
+    """The quick demo's standard, no-repeats (as many epochs of the natural text, fewer steps)
+    and MemSink (paper defaults G=0.7, P=0.3) training settings."""
+    return training_plan(QUICK, tiny_data)
 
 
 @pytest.fixture(scope="session")
-def tiny_memsink(tiny_data, tmp_path_factory) -> Path:
-    """A MemSink model (paper defaults G=0.7, P=0.3) trained exactly like tiny_models."""
-    from memaudit.models.sinks import SinkConfig
+def tiny_models(tiny_data, tiny_plan, tmp_path_factory) -> dict[str, Path]:
+    """A standard and a no-repeats model, as the quick demo trains them."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        name: train(tiny_data, root / name, tiny_plan[name], progress=False).path for name in ("standard", "no-repeats")
+    }
 
+
+@pytest.fixture(scope="session")
+def tiny_memsink(tiny_data, tiny_plan, tmp_path_factory) -> Path:
+    """A MemSink model trained exactly like the standard one of tiny_models."""
     out = tmp_path_factory.mktemp("models") / "memsink"
-    return train(tiny_data, out, replace(TINY_TRAIN, sinks=SinkConfig().to_dict()), progress=False).path
+    return train(tiny_data, out, tiny_plan["memsink"], progress=False).path
 
 
 def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
@@ -67,11 +70,16 @@ def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory) -> Path:
-    """`memaudit demo --quick`: the whole path, once per session (about a minute)."""
+def quick_demo(tiny_data, tiny_models, tiny_memsink, tmp_path_factory) -> Path:
+    """`memaudit demo --quick`: the whole path, once per session. Its audit set and three models
+    are the fixtures' (the same settings give the same bytes), copied in, so the demo skips their
+    steps as it does on a rerun and goes on from there."""
     from memaudit.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "quick"
+    shutil.copytree(tiny_data, out / "data")
+    for name, path in {**tiny_models, "memsink": tiny_memsink}.items():
+        shutil.copytree(path, out / "models" / name)
     run_demo(out, quick=True)
     return out
 

@@ -57,3 +57,11 @@ def test_rerun_skips_every_step(quick_demo):
     assert result.exit_code == 0, result.output
     assert "everything was done already" in result.output
     assert result.output.count("done already") >= 15
+
+
+def test_the_oracle_sees_the_natural_text_as_often_as_the_standard_model(tiny_models, tiny_plan):
+    """The no-repeats oracle is the standard run without the planted documents: the same epochs
+    of the natural text, so fewer steps."""
+    meta = {name: json.loads((path / "memaudit.json").read_text()) for name, path in tiny_models.items()}
+    assert tiny_plan["no-repeats"].steps < tiny_plan["standard"].steps == meta["standard"]["steps"]
+    assert meta["no-repeats"]["epochs"] == pytest.approx(meta["standard"]["epochs"], rel=0.05)
