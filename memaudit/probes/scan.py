@@ -27,8 +27,7 @@ from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
 from memaudit.probes.metrics import compute_metrics, sequence_row
 from memaudit.probes.scoring import ScoredSequence, score_sequences
-
-SCHEMA_VERSION = 1
+from memaudit.run_files import SCAN_SCHEMA_VERSION
 
 
 def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:
@@ -116,7 +115,7 @@ def _set_sink_mode(loaded: LoadedModel, sinks_mode: str | None) -> str | None:
         loaded.sinks.mode = sinks_mode or "off"
         return loaded.sinks.mode
     if sinks_mode not in (None, "none"):
-        raise MemauditError(f"--sinks {sinks_mode}: {loaded.path} is not a MemSink model")
+        raise MemauditError(f"sinks_mode {sinks_mode}: {loaded.path} is not a MemSink model")
     return None
 
 
@@ -243,7 +242,7 @@ def scan(
     )
     text = [r for r in seqs if r["kind"] != "canary"]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCAN_SCHEMA_VERSION,
         "memaudit_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": _model_info(loaded, sink_mode),

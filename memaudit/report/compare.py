@@ -14,10 +14,10 @@ from pathlib import Path
 
 from memaudit import __version__
 from memaudit.errors import MemauditError
-from memaudit.fileio import read_json
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import REPORT_AGAINST, compute_all, get_metric, pareto_axes, report_relative
-from memaudit.report.document import SCHEMA_VERSION, attack_suffix, is_comparison, model_label, runs, value
+from memaudit.report.document import SCHEMA_VERSION, attack_suffix, model_label, runs, value
+from memaudit.run_files import read_results
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
 # What two runs must share for a metric group to be compared, and the groups that depend on it.
@@ -34,15 +34,8 @@ _NOT_TEXT = {"kind"}  # string fields of a sequence row that are labels, not aud
 
 
 def load_run(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise MemauditError(f"{run_dir}: no results.json; pass run dirs written by `memaudit scan model`")
-    results = read_json(path)
-    if is_comparison(results):
-        raise MemauditError(f"{path} is a comparative report; pass the scan run dirs it was made from")
-    if "metrics" not in results or "model" not in results:
-        raise MemauditError(f"{path}: not a memaudit scan result (no `metrics` or `model`)")
-    return results
+    """A scan run dir's results.json, checked as `memaudit report` checks it (run_files)."""
+    return read_results(run_dir)
 
 
 def unique_labels(results: list[dict], run_dirs: list[Path]) -> list[str]:

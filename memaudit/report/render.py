@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from memaudit.fileio import atomic_dir, atomic_write_text
+from memaudit.fileio import atomic_dir, atomic_write_text, json_text
 from memaudit.probes.registry import is_swept, known
 from memaudit.report import plots
 from memaudit.report.document import (
@@ -385,7 +384,7 @@ def write_report(doc: dict, out: Path, force: bool = False) -> Path:
     """results.json plus every view of it (report.html, summary.csv, sequences.csv, summary.md),
     written atomically: a scan's run dir, or a comparative report's dir."""
     with atomic_dir(Path(out), force=force) as tmp:
-        atomic_write_text(tmp / "results.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        atomic_write_text(tmp / "results.json", json_text(doc, indent=1))
         atomic_write_text(tmp / "sequences.csv", sequences_frame(doc).to_csv(index=False))
         atomic_write_text(tmp / "summary.csv", summary_frame(doc).to_csv(index=False))
         atomic_write_text(tmp / "summary.md", markdown(doc))
