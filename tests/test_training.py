@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memaudit.errors import MemauditError
+from memaudit.training.config import TrainConfig
 from memaudit.training.loop import lr_at, train
 from tests.conftest import TINY_TRAIN, dying_at_checkpoint, memaudit_cli
 
@@ -72,7 +73,8 @@ def test_two_process_training_with_accelerate_launch(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote") == 1  # only the main process reports
     two = json.loads((tmp_path / "ddp" / "memaudit.json").read_text())
-    assert memaudit_cli(*args, "--out", str(tmp_path / "one")).returncode == 0
+    cfg = TrainConfig(arch="gpt2-1m", steps=6, batch_size=8, eval_every=3)  # the command's settings, in this process
+    train(tiny_data, tmp_path / "one", cfg, progress=False)
     one = json.loads((tmp_path / "one" / "memaudit.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["final"]["valid_loss"] == pytest.approx(one["final"]["valid_loss"], abs=1e-3)
