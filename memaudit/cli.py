@@ -796,7 +796,8 @@ def report(
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny models (about a minute): shows the path, not the effect at scale.")
-def demo(out: Path, quick: bool) -> None:
+@precision_options
+def demo(out: Path, quick: bool, precision: str, legacy_precision: str | None, threads: int | None) -> None:
     """The whole path on the embedded Austen corpus: build the audit set, train a standard, a
     no-repeats and a MemSink model, remove the sinks, unlearn (GA, NPO) and ablate the standard
     model, scan everything and write one comparative report. Steps already done are skipped.
@@ -806,7 +807,7 @@ def demo(out: Path, quick: bool) -> None:
     """
     from memaudit.demo import run_demo
 
-    run_demo(out, quick=quick)
+    run_demo(out, quick=quick, precision=pick_precision(precision, legacy_precision), threads=threads)
 
 
 @main.command("metrics")
