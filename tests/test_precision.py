@@ -98,6 +98,10 @@ def test_bf16_alias_and_conflicts_on_the_command_line(tmp_path):
     )
     assert result.exit_code == 2 and "--bf16 contradicts --precision fp32" in result.output
 
+    for command in (["demo", "--out", str(tmp_path / "d")], ["unlearn", str(tmp_path), "--data", str(tmp_path)]):
+        result = CliRunner().invoke(main, [*command, "--fp32", "--precision", "bf16", "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2 and "contradicts --precision bf16" in result.output, command
+
 
 def test_demo_estimates_once_after_the_first_steps():
     console = Console(record=True, width=200)
