@@ -155,10 +155,27 @@ def run_demo(
     overrides = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
     cfg = replace(cfg, train=replace(cfg.train, **overrides), unlearn=replace(cfg.unlearn, **overrides))
     out = Path(out)
-    data, models, runs = out / "data", out / "models", out / "runs"
     step = _Steps(console)
     begin = time.perf_counter()
-    step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
+    step(
+        "build the audit set",
+        out / "data" / "manifest.json",
+        lambda: write_audit_set(cfg.data, out / "data", force=True),
+    )
+    _make_models(cfg, out / "data", out / "models", step, console)
+    order = _scan_models(cfg, out / "data", out / "models", out / "runs", step)
+    doc = compare_runs([out / "runs" / r for r in order], reference=out / "runs" / "standard")
+    write_report(doc, out / "report", force=True)
+    print_report(doc, console)
+    ran = ", ".join(f"{name.split(' (')[0]} {s:.0f}s" for name, s in step.seconds.items())
+    console.print(f"took {time.perf_counter() - begin:.0f}s ({ran or 'everything was done already'})")
+    console.print(f"report: {out / 'report' / 'report.html'}")
+    return doc
+
+
+def _make_models(cfg: DemoConfig, data: Path, models: Path, step: _Steps, console: Console) -> None:
+    """Train the three models (estimating the demo's time after the first one's first steps),
+    then derive the others: sinks removed, unlearned with each method, ablated."""
     plan = training_plan(cfg, data)
     to_train = [name for name in plan if not (models / name / "memaudit.json").exists()]
     estimate = _Estimate(console, sum(plan[name].steps for name in to_train), time.time())
@@ -189,13 +206,17 @@ def run_demo(
         lambda: ablate(models / "standard", data, models / "ablate", cfg.ablate_ratio, force=True),
     )
 
+
+def _scan_models(cfg: DemoConfig, data: Path, models: Path, runs: Path, step: _Steps) -> list[str]:
+    """Scan every model (the MemSink model with its sinks off and own), each against the oracle,
+    which never saw the members: the reference of the `ref` membership attack. Returns the run
+    names in report order."""
     suite = load_suite(cfg.suite)
 
     def _scan(run: str, model: str, mode: str | None = None, reference: dict | None = None) -> None:
         results = scan(models / model, data_dir=data, sinks_mode=mode, config=suite, reference=reference)
         write_run(results, runs / run, force=True)
 
-    # The oracle never saw the members: the reference of the `ref` membership attack.
     step("scan the no-repeats oracle", runs / "no-repeats" / "results.json", lambda: _scan("no-repeats", "no-repeats"))
     oracle = read_json(runs / "no-repeats" / "results.json")
     scans = {"standard": ("standard", None), "memsink-off": ("memsink", "off"), "memsink-own": ("memsink", "own")}
@@ -203,16 +224,6 @@ def run_demo(
     scans |= {f"unlearn-{m}": (f"unlearn-{m}", None) for m in cfg.unlearn_methods}
     for run, (model, mode) in scans.items():
         step(
-            f"scan {run}",
-            runs / run / "results.json",
-            lambda r=run, m=model, s=mode: _scan(r, m, s, reference=oracle),
+            f"scan {run}", runs / run / "results.json", lambda r=run, m=model, s=mode: _scan(r, m, s, reference=oracle)
         )
-
-    order = ["standard", "no-repeats", *[r for r in scans if r != "standard"]]
-    doc = compare_runs([runs / r for r in order], reference=runs / "standard")
-    write_report(doc, out / "report", force=True)
-    print_report(doc, console)
-    ran = ", ".join(f"{name.split(' (')[0]} {s:.0f}s" for name, s in step.seconds.items())
-    console.print(f"took {time.perf_counter() - begin:.0f}s ({ran or 'everything was done already'})")
-    console.print(f"report: {out / 'report' / 'report.html'}")
-    return doc
+    return ["standard", "no-repeats", *[r for r in scans if r != "standard"]]

@@ -18,6 +18,8 @@ from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
 from memaudit.models.zoo import context_length
 from memaudit.training.loop import (
+    Guard,
+    StepFn,
     StepOutput,
     evaluate_losses,
     make_accelerator,
@@ -99,66 +101,31 @@ def _unlearn(
 ) -> UnlearnResult:
     sets = load_sets(data_dir, cfg.forget_file)
     method = cfg.spec
-    forget_loss = method.forget_loss()
-    uses_retain = method.uses_retain
-    if uses_retain and not sets.retain:
+    if method.uses_retain and not sets.retain:
         raise MemauditError(f"{data_dir}: no natural training documents to retain; {cfg.method} needs them")
     accelerator, precision = make_accelerator(cfg, announce=progress)
     loaded = load_base(model_dir)
     meta = base_meta("unlearned", model_dir, loaded, sets)
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
-    ctx = context_length(model.config)
-    forget = encode_documents(loaded.tokenizer, sets.forget, ctx)
+    forget = encode_documents(loaded.tokenizer, sets.forget, context_length(model.config))
     # Retain documents cut to the longest forget document: whole natural paragraphs (10 to 256+
     # tokens) padded to the longest of a batch spent ~2.5x the step's compute on padding.
     retain = encode_documents(loaded.tokenizer, sets.retain, max(map(len, forget)))
     evals = loss_sets(loaded, sets, cfg.eval_docs)
     start = evaluate_losses(model, evals, pad_id)
-    local = cfg.batch_size // accelerator.num_processes
     ref_logp = _reference_logp(model, forget, pad_id, accelerator) if method.needs_reference else None
-
-    def step(model: torch.nn.Module, index: int) -> StepOutput:
-        first = index * cfg.batch_size + accelerator.process_index * local
-        chosen = shuffled_cycle(len(forget), first, local, cfg.seed, 0)
-        seqs = [forget[i] for i in chosen]
-        if uses_retain:
-            seqs += [retain[i] for i in shuffled_cycle(len(retain), first, local, cfg.seed, 1)]
-        ids, mask, labels = pad_batch(seqs, pad_id, accelerator.device)
-        logp, lengths = sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)
-        batch = ForgetBatch(logp[:local], lengths[:local])
-        if ref_logp is not None:
-            batch.ref_logp = ref_logp[chosen].to(batch.logp.device)
-        loss = forget_loss(batch, cfg)
-        logs = {"forget_nll": -batch.logp.sum() / batch.lengths.sum()}
-        if uses_retain:
-            logs["retain_nll"] = -logp[local:].sum() / lengths[local:].sum()
-            loss = loss + cfg.retain_weight * logs["retain_nll"]
-        return StepOutput(loss, int(mask.sum()), logs)
-
-    guard = None
-    if cfg.max_degradation is not None:
-        limit = start["valid_loss"] + cfg.max_degradation
-
-        def guard(row: dict) -> str | None:
-            if row["valid_loss"] <= limit:  # False for NaN too
-                return None
-            return (
-                f"valid loss {row['valid_loss']:.3f} at step {row['step']} is more than max_degradation "
-                f"{cfg.max_degradation} above the starting {start['valid_loss']:.3f}"
-            )
-
     result = optimize(
         accelerator,
         model,
         cfg,
-        step,
+        _method_step(cfg, accelerator, forget, retain, ref_logp, pad_id),
         lambda m, _: evaluate_losses(m, evals, pad_id),
         work=work,
         log_fields=LOG_FIELDS,
         label="unlearn",
         resume=resume,
         progress=progress,
-        guard=guard,
+        guard=_degradation_guard(start["valid_loss"], cfg.max_degradation),
     )
     # No row for the kept state when the guard tripped at the first eval of a run (or a resumed one).
     end = {k: result.final[k] for k in start} if result.final else evaluate_losses(result.model, evals, pad_id)
@@ -178,15 +145,60 @@ def _unlearn(
         **run_environment(accelerator, precision),
     }
     write_model_dir(accelerator, result.model, loaded.tokenizer, out, work, meta, result.log_path, force)
-    return UnlearnResult(
-        path=out,
-        method=cfg.method,
-        steps=result.steps,
-        stopped_early=result.stopped,
-        start=start,
-        end=end,
-        is_main_process=accelerator.is_main_process,
-    )
+    return UnlearnResult(out, cfg.method, result.steps, result.stopped, start, end, accelerator.is_main_process)
+
+
+def _method_step(
+    cfg: UnlearnConfig,
+    accelerator: Accelerator,
+    forget: list[list[int]],
+    retain: list[list[int]],
+    ref_logp: torch.Tensor | None,
+    pad_id: int,
+) -> StepFn:
+    """One step of the method: this process's share of a forget batch and, for methods with a
+    retain term, as many retain documents, in one forward pass; batches are a pure function of
+    (seed, step), so a resumed run continues exactly."""
+    method, local = cfg.spec, cfg.batch_size // accelerator.num_processes
+    forget_loss = method.forget_loss()
+
+    def step(model: torch.nn.Module, index: int) -> StepOutput:
+        first = index * cfg.batch_size + accelerator.process_index * local
+        chosen = shuffled_cycle(len(forget), first, local, cfg.seed, 0)
+        seqs = [forget[i] for i in chosen]
+        if method.uses_retain:
+            seqs += [retain[i] for i in shuffled_cycle(len(retain), first, local, cfg.seed, 1)]
+        ids, mask, labels = pad_batch(seqs, pad_id, accelerator.device)
+        logp, lengths = sequence_logp(model(input_ids=ids, attention_mask=mask).logits, labels)
+        batch = ForgetBatch(logp[:local], lengths[:local])
+        if ref_logp is not None:
+            batch.ref_logp = ref_logp[chosen].to(batch.logp.device)
+        loss = forget_loss(batch, cfg)
+        logs = {"forget_nll": -batch.logp.sum() / batch.lengths.sum()}
+        if method.uses_retain:
+            logs["retain_nll"] = -logp[local:].sum() / lengths[local:].sum()
+            loss = loss + cfg.retain_weight * logs["retain_nll"]
+        return StepOutput(loss, int(mask.sum()), logs)
+
+    return step
+
+
+def _degradation_guard(start_valid: float, max_degradation: float | None) -> Guard | None:
+    """Ends a run at the eval point whose valid loss is more than `max_degradation` nats above the
+    start (NaN too); optimize() then keeps the last state within the limit."""
+    if max_degradation is None:
+        return None
+    limit = start_valid + max_degradation
+
+    def guard(row: dict) -> str | None:
+        if row["valid_loss"] <= limit:  # False for NaN too
+            return None
+        return (
+            f"valid loss {row['valid_loss']:.3f} at step {row['step']} is more than max_degradation "
+            f"{max_degradation} above the starting {start_valid:.3f}"
+        )
+
+    return guard
 
 
 @torch.no_grad()
