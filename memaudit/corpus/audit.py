@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memaudit import __version__
 from memaudit.corpus.config import KINDS, AuditConfig
@@ -22,6 +23,9 @@ from memaudit.corpus.sources import (
 from memaudit.errors import MemauditError
 from memaudit.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
 from memaudit.validation import MAX_REPEATS, integer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DATA_FILES = ("train.jsonl", "audit.jsonl", "valid.jsonl")
 _ROW_NUMBERS = {"doc_id": integer(1, 2**63 - 1), "repeats": integer(0, MAX_REPEATS), "sink_id": integer(1, 2**63 - 1)}
@@ -122,40 +126,45 @@ def _canary(rng: random.Random) -> tuple[str, str]:
     return CANARY_TEMPLATE.format(secret=secret), secret
 
 
-def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
-    """Returns the rows and the trained tokenizer (not yet written anywhere)."""
-    from memaudit.corpus.tokenizer import model_tokenizer, train_tokenizer  # transformers: only building needs it
-
-    rng = random.Random(config.seed)
-    owners = _owners(config)
+def _distinct_texts(corpus: str) -> list[str]:
+    """The corpus documents in order, each normalized text once: exact duplicates would blur who is a member."""
     seen, texts = set(), []
-    for t in load_documents(config.corpus):
+    for t in load_documents(corpus):
         key = normalize(t)
-        if key not in seen:  # exact duplicates would blur who is a member
+        if key not in seen:
             seen.add(key)
             texts.append(t)
-    rng.shuffle(texts)
-    n_levels = len(config.repeats)
-    n_members = config.members_per_level * n_levels
+    return texts
+
+
+def _split(config: AuditConfig, texts: list[str], n_members: int) -> tuple[list[str], list[str], list[str]]:
+    """(valid, reserve, pool) of the shuffled distinct texts. Held-out non-members (the reserve) are set aside
+    before the tokenizer sees any text, so they shape nothing the model is built from. Char bounds around ~4
+    chars a token; exact token bounds follow once the tokenizer exists (the unused part of the reserve is dropped)."""
     if len(texts) < config.n_valid + 2 * n_members + 1:
         raise MemauditError(
             f"{config.corpus}: {len(texts)} distinct documents are too few for {config.n_valid} valid + "
             f"{n_members} members + {n_members} held-out; lower members_per_level or n_valid"
         )
     valid, rest = texts[: config.n_valid], texts[config.n_valid :]
-    # Held-out non-members are set aside before the tokenizer sees any text, so they shape
-    # nothing the model is built from. Char bounds around ~4 chars a token; exact token
-    # bounds follow once the tokenizer exists (the unused part of the reserve is dropped).
     lo, hi = 3 * config.min_tokens, 5 * config.max_tokens
     reserve = [t for t in rest if lo <= len(t) <= hi][: 6 * n_members]
     reserved = set(reserve)
-    pool = [t for t in rest if t not in reserved]
-    tokenizer = model_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(pool, config.vocab_size)
+    return valid, reserve, [t for t in rest if t not in reserved]
+
+
+def _length_matched(
+    config: AuditConfig, tokenizer: PreTrainedTokenizerBase, reserve: list[str], pool: list[str], n_members: int
+) -> tuple[list[str], list[str]]:
+    """(heldout, members): the first reserved texts within the token bounds, and for each the unused pool text
+    nearest in token length, so that members and non-members differ in membership, not in length."""
 
     def n_tokens(t: str) -> int:
         return len(tokenizer(t, add_special_tokens=False)["input_ids"])
 
-    fits = lambda t: config.min_tokens <= n_tokens(t) <= config.max_tokens  # noqa: E731
+    def fits(t: str) -> bool:
+        return config.min_tokens <= n_tokens(t) <= config.max_tokens
+
     heldout = [t for t in reserve if fits(t)][:n_members]
     candidates = sorted((n_tokens(t), i, t) for i, t in enumerate(pool) if fits(t))
     if len(heldout) < n_members or len(candidates) < n_members:
@@ -164,15 +173,20 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
             f"{config.min_tokens}-{config.max_tokens} tokens, {n_members} needed; "
             "widen min_tokens/max_tokens or lower members_per_level"
         )
-    # Length matching: each held-out document takes the unused pool document nearest in length.
     members = []
     for t in heldout:
         length = n_tokens(t)
         best = min(range(len(candidates)), key=lambda j: (abs(candidates[j][0] - length), candidates[j][1]))
         members.append(candidates.pop(best)[2])
-    member_set = set(members)
-    naturals = [t for t in pool if t not in member_set][: config.n_natural]
+    return heldout, members
 
+
+def _plant(
+    config: AuditConfig, rng: random.Random, naturals: list[str], members: list[str], heldout: list[str]
+) -> tuple[list[dict], list[dict]]:
+    """(train, audit) rows: members cycle through the repeat levels, canaries are drawn at every level and at 0
+    (never trained: the unseen baseline); a planted row is the same dict in both lists."""
+    n_levels = len(config.repeats)
     train, audit = [_row(t, 1, "natural") for t in naturals], []
     for i, t in enumerate(members):
         row = _row(t, config.repeats[i % n_levels], "repeated")
@@ -186,21 +200,16 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
             audit.append(row)
             if level:
                 train.append(row)
-    for row in (*train, *audit):
-        _add_owner(row, owners, config.id_field)
-    manifest = {
+    return train, audit
+
+
+def _manifest(config: AuditConfig, counts: dict[str, int], tokenizer: PreTrainedTokenizerBase) -> dict:
+    """What the data dir records about its making, so that a later step (or reader) can tell how it was built."""
+    return {
         "memaudit_version": __version__,
         "config": asdict(config),
         "corpus": embedded_provenance(config.corpus) if config.corpus in EMBEDDED else {"path": config.corpus},
-        "counts": {
-            "distinct_documents": len(texts),
-            "train_documents": len(train),
-            "train_occurrences": sum(r["repeats"] for r in train),
-            "members": len(members),
-            "heldout": len(heldout),
-            "canaries": sum(r["kind"] == "canary" for r in audit),
-            "valid": len(valid),
-        },
+        "counts": counts,
         "canary": {
             "template": CANARY_TEMPLATE,
             "secret_alphabet": "0123456789",
@@ -213,6 +222,35 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
             else {"type": "byte-level BPE", "vocab_size": len(tokenizer), "trained_on": "natural pool, before planting"}
         ),
     }
+
+
+def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
+    """Returns the rows and the trained tokenizer (not yet written anywhere)."""
+    from memaudit.corpus.tokenizer import model_tokenizer, train_tokenizer  # transformers: only building needs it
+
+    rng = random.Random(config.seed)
+    owners = _owners(config)
+    texts = _distinct_texts(config.corpus)
+    rng.shuffle(texts)
+    n_members = config.members_per_level * len(config.repeats)
+    valid, reserve, pool = _split(config, texts, n_members)
+    tokenizer = model_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(pool, config.vocab_size)
+    heldout, members = _length_matched(config, tokenizer, reserve, pool, n_members)
+    member_set = set(members)
+    naturals = [t for t in pool if t not in member_set][: config.n_natural]
+    train, audit = _plant(config, rng, naturals, members, heldout)
+    for row in (*train, *audit):
+        _add_owner(row, owners, config.id_field)
+    counts = {
+        "distinct_documents": len(texts),
+        "train_documents": len(train),
+        "train_occurrences": sum(r["repeats"] for r in train),
+        "members": len(members),
+        "heldout": len(heldout),
+        "canaries": sum(r["kind"] == "canary" for r in audit),
+        "valid": len(valid),
+    }
+    manifest = _manifest(config, counts, tokenizer)
     return AuditSet(
         train=train, audit=audit, valid=[_row(t, 0, "natural") for t in valid], manifest=manifest
     ), tokenizer

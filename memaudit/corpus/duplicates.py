@@ -233,6 +233,169 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
+def _check_settings(ngram_tokens: int, minhash_perm: int, near_threshold: float, top: int) -> None:
+    """Refuse bad settings before loading anything, naming the CLI options that set them."""
+    if ngram_tokens < 1 or minhash_perm < 1 or top < 1:
+        raise MemauditError(
+            f"ngram_tokens (--ngram), minhash_perm and top (--top) must be positive, got {ngram_tokens}, {minhash_perm}, {top}"
+        )
+    if not 0 < near_threshold <= 1:
+        raise MemauditError(f"near_threshold (--near) is a Jaccard similarity in (0, 1], got {near_threshold}")
+
+
+def _distinct(rows: list[dict]) -> list[dict]:
+    """Exact duplicates: one entry per normalized text (its first row, plus `norm`) in first-seen
+    order, carrying the summed occurrence count, so every later step works on distinct texts."""
+    distinct: dict[str, dict] = {}
+    for row in rows:
+        key = normalize(row["text"])
+        if key in distinct:
+            distinct[key]["count"] += row["count"]
+        else:
+            distinct[key] = {**row, "norm": key}
+    return list(distinct.values())
+
+
+def _resolve_tokenizer(
+    tokenizer: PreTrainedTokenizerBase | str | Path | None, data_dir: Path | None
+) -> PreTrainedTokenizerBase | None:
+    """The tokenizer to count n-grams in: the one given (loaded if a path or name), else the data
+    dir's own, else None (words and punctuation), so n-gram lengths match what the model saw."""
+    if tokenizer is None and data_dir is not None and (data_dir / "tokenizer").is_dir():
+        tokenizer = data_dir / "tokenizer"
+    if isinstance(tokenizer, (str, Path)):
+        from memaudit.corpus.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer)
+    return tokenizer
+
+
+def _token_ids(docs: list[dict], tokenizer: PreTrainedTokenizerBase | None) -> list[np.ndarray]:
+    """Each distinct document as int64 token ids: the tokenizer's, or ids of its normalized words
+    and punctuation when there is none."""
+    if tokenizer is None:
+        return _ids([_TOKEN.findall(d["norm"]) for d in docs])
+    encoded = tokenizer([d["text"] for d in docs], add_special_tokens=False)["input_ids"]
+    return [np.asarray(ids, dtype=np.int64) for ids in encoded]
+
+
+def _shared_ngrams(token_ids: list[np.ndarray], counts: np.ndarray, n: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Long n-grams: each distinct window with the distinct documents that contain it; its
+    occurrences are the summed counts of those documents. Returns, per document, how many of its
+    n-grams also occur in another document, and the n-gram headline counts."""
+    hashes, owner = window_hashes(token_ids, n)
+    pairs = np.unique(np.stack([hashes.view(np.int64), owner], axis=1), axis=0)  # (ngram, doc), once each
+    _, which, n_docs = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
+    occurrences = np.bincount(which, weights=counts[pairs[:, 1]])
+    cross = n_docs >= 2
+    shared = np.bincount(pairs[cross[which], 1], minlength=len(token_ids))
+    return shared, {
+        "distinct_ngrams": int(len(n_docs)),
+        "repeated_ngrams": int((occurrences >= 2).sum()),
+        "cross_document_ngrams": int(cross.sum()),
+        "ngram_documents": int((shared > 0).sum()),
+    }
+
+
+def _near_pairs(docs: list[dict], num_perm: int, threshold: float, bands: int, rows: int) -> np.ndarray:
+    """Near duplicates: rows (i, j, estimated Jaccard) of the document pairs at or above
+    `threshold`, from MinHash of word 5-gram shingles and banded LSH, candidates verified by the
+    estimated Jaccard. Documents shorter than one shingle take no part (they only count as exact)."""
+    shingles, shingle_owner = window_hashes(_ids([_WORD.findall(d["norm"].lower()) for d in docs]), SHINGLE_WORDS)
+    eligible, starts = np.unique(shingle_owner, return_index=True)
+    if len(eligible) <= 1:
+        return np.empty((0, 3))
+    signatures = minhash_signatures(shingles, starts, num_perm)
+    candidates = _candidate_pairs(signatures, bands, rows)
+    jaccard = (signatures[candidates[:, 0]] == signatures[candidates[:, 1]]).mean(axis=1)
+    keep = jaccard >= threshold
+    return np.column_stack([eligible[candidates[keep]], jaccard[keep]])
+
+
+def _documents_frame(
+    docs: list[dict], counts: np.ndarray, token_ids: list[np.ndarray], shared: np.ndarray, root: np.ndarray
+) -> pd.DataFrame:
+    """One row per distinct document, with its cluster's total occurrences and size, which rank
+    both the most repeated list and the emitted audit set."""
+    documents = pd.DataFrame(
+        {
+            "doc_id": [d["doc_id"] or doc_id(d["text"]) for d in docs],
+            "count": counts,
+            "n_tokens": [len(t) for t in token_ids],
+            "shared_ngrams": shared,
+            "cluster": root,
+            "kind": [d["kind"] for d in docs],
+            "text": [d["text"] for d in docs],
+        }
+    )
+    documents["cluster_occurrences"] = documents.groupby("cluster")["count"].transform("sum")
+    documents["cluster_size"] = documents.groupby("cluster")["count"].transform("size")
+    return documents
+
+
+def _group_heads(documents: pd.DataFrame) -> pd.DataFrame:
+    """Groups (a near-duplicate cluster, or one document alone) by occurrences, most first; each is
+    shown by its most frequent member, so one cluster takes one line, not one per member."""
+    ranked = documents.reset_index(names="order").sort_values(
+        ["cluster_occurrences", "cluster_size", "count", "order"], ascending=[False, False, False, True], kind="stable"
+    )
+    return ranked.drop_duplicates("cluster")
+
+
+def _top_frame(heads: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The `top` most repeated groups (2+ occurrences): the sequences to audit first."""
+    repeated = heads[heads["cluster_occurrences"] >= 2]
+    return (
+        pd.DataFrame(
+            {
+                "occurrences": repeated["cluster_occurrences"],
+                "cluster_size": repeated["cluster_size"],
+                "doc_count": repeated["count"],
+                "doc_id": repeated["doc_id"],
+                "kind": repeated["kind"],
+                "n_tokens": repeated["n_tokens"],
+                "excerpt": repeated["text"].map(_excerpt),
+            }
+        )
+        .head(top)
+        .reset_index(drop=True)
+    )
+
+
+def _clusters_frame(heads: pd.DataFrame, documents: pd.DataFrame, root: np.ndarray, near: np.ndarray) -> pd.DataFrame:
+    """One row per near-duplicate cluster of 2+ distinct documents, numbered in group order, with
+    its weakest verified link (min Jaccard) so a loose cluster is visible as such."""
+    min_jaccard = pd.Series(near[:, 2], index=root[near[:, 0].astype(np.int64)]).groupby(level=0).min()
+    multi = heads[heads["cluster_size"] > 1]
+    return pd.DataFrame(
+        {
+            "cluster": range(len(multi)),
+            "size": multi["cluster_size"].to_numpy(),
+            "occurrences": multi["cluster_occurrences"].to_numpy(),
+            "doc_id": multi["doc_id"].to_numpy(),
+            "min_jaccard": min_jaccard.reindex(multi["cluster"]).to_numpy(),
+            "doc_ids": [documents.loc[root == c, "doc_id"].tolist() for c in multi["cluster"]],
+            "excerpt": multi["text"].map(_excerpt).to_numpy(),
+        }
+    )
+
+
+def _summary(
+    counts: np.ndarray, token_ids: list[np.ndarray], ngram_counts: dict[str, int], clusters: pd.DataFrame
+) -> dict[str, int]:
+    """The headline numbers, in the order the JSON and the terminal table show them."""
+    return {
+        "occurrences": int(counts.sum()),
+        "distinct_documents": len(counts),
+        "duplicated_documents": int((counts > 1).sum()),
+        "duplicate_occurrences": int((counts - 1).sum()),
+        "tokens": int(sum(len(t) * c for t, c in zip(token_ids, counts))),
+        **ngram_counts,
+        "near_clusters": len(clusters),
+        "near_duplicate_documents": int(clusters["size"].sum()) if len(clusters) else 0,
+    }
+
+
 def scan_corpus(
     source: str | Path,
     *,
@@ -248,119 +411,20 @@ def scan_corpus(
 
     N-grams are over `tokenizer` tokens (a Hugging Face tokenizer or its dir; by default the data
     dir's own tokenizer, else words and punctuation), so a 50-token n-gram means what the model saw."""
-    if ngram_tokens < 1 or minhash_perm < 1 or top < 1:
-        raise MemauditError(
-            f"ngram_tokens (--ngram), minhash_perm and top (--top) must be positive, got {ngram_tokens}, {minhash_perm}, {top}"
-        )
-    if not 0 < near_threshold <= 1:
-        raise MemauditError(f"near_threshold (--near) is a Jaccard similarity in (0, 1], got {near_threshold}")
+    _check_settings(ngram_tokens, minhash_perm, near_threshold, top)
     start = time.perf_counter()
     rows, data_dir = _load(source, expand_repeats)
-
-    # 1. Exact duplicates: one entry per normalized text, carrying its occurrence count.
-    distinct: dict[str, dict] = {}
-    for row in rows:
-        key = normalize(row["text"])
-        if key in distinct:
-            distinct[key]["count"] += row["count"]
-        else:
-            distinct[key] = {**row, "norm": key}
-    docs = list(distinct.values())
+    docs = _distinct(rows)
     counts = np.array([d["count"] for d in docs], dtype=np.int64)
-    n = len(docs)
-
-    # 2. Long n-grams: each distinct window with the distinct documents that contain it; its
-    # occurrences are the summed counts of those documents.
-    if tokenizer is None and data_dir is not None and (data_dir / "tokenizer").is_dir():
-        tokenizer = data_dir / "tokenizer"
-    if isinstance(tokenizer, (str, Path)):
-        from memaudit.corpus.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer)
-    if tokenizer is None:
-        token_ids = _ids([_TOKEN.findall(d["norm"]) for d in docs])
-    else:
-        encoded = tokenizer([d["text"] for d in docs], add_special_tokens=False)["input_ids"]
-        token_ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
-    hashes, owner = window_hashes(token_ids, ngram_tokens)
-    pairs = np.unique(np.stack([hashes.view(np.int64), owner], axis=1), axis=0)  # (ngram, doc), once each
-    _, which, n_docs = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
-    occurrences = np.bincount(which, weights=counts[pairs[:, 1]])
-    cross = n_docs >= 2
-    shared = np.bincount(pairs[cross[which], 1], minlength=n)
-
-    # 3. Near duplicates: MinHash of word 5-gram shingles, banded LSH, candidates verified by the
-    # estimated Jaccard, clusters by union-find over the verified pairs.
-    shingles, shingle_owner = window_hashes(_ids([_WORD.findall(d["norm"].lower()) for d in docs]), SHINGLE_WORDS)
-    eligible, starts = np.unique(shingle_owner, return_index=True)
+    tokenizer = _resolve_tokenizer(tokenizer, data_dir)
+    token_ids = _token_ids(docs, tokenizer)
+    shared, ngram_counts = _shared_ngrams(token_ids, counts, ngram_tokens)
     bands, band_rows = lsh_bands(minhash_perm, near_threshold)
-    near = np.empty((0, 3))
-    if len(eligible) > 1:
-        signatures = minhash_signatures(shingles, starts, minhash_perm)
-        candidates = _candidate_pairs(signatures, bands, band_rows)
-        jaccard = (signatures[candidates[:, 0]] == signatures[candidates[:, 1]]).mean(axis=1)
-        keep = jaccard >= near_threshold
-        near = np.column_stack([eligible[candidates[keep]], jaccard[keep]])
-    root = _components(n, near[:, :2].astype(np.int64))
-
-    documents = pd.DataFrame(
-        {
-            "doc_id": [d["doc_id"] or doc_id(d["text"]) for d in docs],
-            "count": counts,
-            "n_tokens": [len(t) for t in token_ids],
-            "shared_ngrams": shared,
-            "cluster": root,
-            "kind": [d["kind"] for d in docs],
-            "text": [d["text"] for d in docs],
-        }
-    )
-    documents["cluster_occurrences"] = documents.groupby("cluster")["count"].transform("sum")
-    documents["cluster_size"] = documents.groupby("cluster")["count"].transform("size")
-
-    # 4. Groups (a near-duplicate cluster, or one document alone) by occurrences; each is shown
-    # by its most frequent member.
-    ranked = documents.reset_index(names="order").sort_values(
-        ["cluster_occurrences", "cluster_size", "count", "order"], ascending=[False, False, False, True], kind="stable"
-    )
-    heads = ranked.drop_duplicates("cluster")
-    repeated = heads[heads["cluster_occurrences"] >= 2]
-    top_frame = pd.DataFrame(
-        {
-            "occurrences": repeated["cluster_occurrences"],
-            "cluster_size": repeated["cluster_size"],
-            "doc_count": repeated["count"],
-            "doc_id": repeated["doc_id"],
-            "kind": repeated["kind"],
-            "n_tokens": repeated["n_tokens"],
-            "excerpt": repeated["text"].map(_excerpt),
-        }
-    ).head(top)
-    min_jaccard = pd.Series(near[:, 2], index=root[near[:, 0].astype(np.int64)]).groupby(level=0).min()
-    multi = heads[heads["cluster_size"] > 1]
-    clusters = pd.DataFrame(
-        {
-            "cluster": range(len(multi)),
-            "size": multi["cluster_size"].to_numpy(),
-            "occurrences": multi["cluster_occurrences"].to_numpy(),
-            "doc_id": multi["doc_id"].to_numpy(),
-            "min_jaccard": min_jaccard.reindex(multi["cluster"]).to_numpy(),
-            "doc_ids": [documents.loc[root == c, "doc_id"].tolist() for c in multi["cluster"]],
-            "excerpt": multi["text"].map(_excerpt).to_numpy(),
-        }
-    )
-    summary = {
-        "occurrences": int(counts.sum()),
-        "distinct_documents": n,
-        "duplicated_documents": int((counts > 1).sum()),
-        "duplicate_occurrences": int((counts - 1).sum()),
-        "tokens": int(sum(len(t) * c for t, c in zip(token_ids, counts))),
-        "distinct_ngrams": int(len(n_docs)),
-        "repeated_ngrams": int((occurrences >= 2).sum()),
-        "cross_document_ngrams": int(cross.sum()),
-        "ngram_documents": int((shared > 0).sum()),
-        "near_clusters": len(clusters),
-        "near_duplicate_documents": int(clusters["size"].sum()) if len(clusters) else 0,
-    }
+    near = _near_pairs(docs, minhash_perm, near_threshold, bands, band_rows)
+    root = _components(len(docs), near[:, :2].astype(np.int64))
+    documents = _documents_frame(docs, counts, token_ids, shared, root)
+    heads = _group_heads(documents)
+    clusters = _clusters_frame(heads, documents, root, near)
     settings = {
         "ngram_tokens": ngram_tokens,
         "tokenizer": "words" if tokenizer is None else getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
@@ -374,11 +438,11 @@ def scan_corpus(
     return DuplicateReport(
         source=str(source),
         settings=settings,
-        counts=summary,
+        counts=_summary(counts, token_ids, ngram_counts, clusters),
         histogram=_histogram(counts),
         documents=documents,
         clusters=clusters,
-        top=top_frame.reset_index(drop=True),
+        top=_top_frame(heads, top),
         seconds=time.perf_counter() - start,
     )
 
