@@ -39,7 +39,8 @@ ONE_THREAD_FP32 = dict(threads=1, precision="fp32")
 PRETRAIN = TrainConfig(
     arch="gpt2-5m", steps=300, batch_size=8, lr=2e-3, warmup_steps=20, no_repeats=True, **ONE_THREAD_FP32
 )
-FINETUNE = TrainConfig(steps=200, batch_size=8, lr=1e-3, warmup_steps=20, **ONE_THREAD_FP32)
+# The demo's training regime (300 steps of 8 x 128 tokens at 2e-3): at 200 steps and 1e-3 nothing was extracted.
+FINETUNE = TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup_steps=20, **ONE_THREAD_FP32)
 MODELS = {  # name -> what the table calls it
     "standard": "standard fine-tuning",
     "sinks-new": f"sink fine-tuning, new:{NEW_UNITS} (sinks off)",

@@ -23,6 +23,8 @@ from memaudit.models.io import load_model
 from memaudit.models.sink_config import parse_sink_units
 from memaudit.models.sinks import SinkConfig, Sinks
 from memaudit.models.surgery import add_sink_units, prune_sink_units
+from memaudit.probes.config import ScanConfig
+from memaudit.probes.scan import scan
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import LossSet, evaluate_losses, train
 from tests.conftest import TINY_DATA, TINY_TRAIN
@@ -215,3 +217,11 @@ def test_freeze_base_keeps_every_pretrained_weight(base: Path, user_data: Path, 
         assert torch.equal(new, value), name
     assert len(widened) == 3 * 2  # c_fc weight and bias, c_proj weight, in 2 layers
     assert all(trained[f"transformer.h.{i}.mlp.c_proj.weight"][512:].abs().sum() > 0 for i in range(2))  # they trained
+
+
+def test_own_mode_scans_key_sinks_on_owners(sink_ft: Path, user_data: Path) -> None:
+    """`scan model --sinks own` switches on each member's owner's sinks, as training did."""
+    config = ScanConfig(bootstrap=50)
+    own, off = (scan(sink_ft, data_dir=user_data, sinks_mode=mode, config=config) for mode in ("own", "off"))
+    loss = lambda results: results["metrics"]["memorization.member_loss"]["value"]  # noqa: E731
+    assert loss(own) < loss(off) - 0.3

@@ -13,7 +13,7 @@ from pathlib import Path
 from accelerate.utils import gather_object
 
 from memaudit import __version__
-from memaudit.corpus.audit import AuditSet
+from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.sources import doc_id
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.errors import MemauditError
@@ -71,7 +71,7 @@ def _continuations(
         [tokens[i][: p + 1] for i in todo],
         s,
         pad_id=loaded.tokenizer.pad_token_id,
-        doc_ids=[rows[i]["doc_id"] for i in todo],
+        doc_ids=[sink_id(rows[i]) for i in todo],
         sinks=loaded.sinks,
         samples=samples,
         top_k=config.topk,
@@ -124,7 +124,7 @@ def _sequence_rows(
 ) -> tuple[list[dict], list[dict], list[list[int]]]:
     """Every scored sequence's row (sequence_row), with the audit rows and tokens they came from
     (sequences that scored no token are left out)."""
-    scored = score_tokens(loaded, tokens, [r["doc_id"] for r in audit.rows], config)
+    scored = score_tokens(loaded, tokens, [sink_id(r) for r in audit.rows], config)  # `own` mode: each row's sinks
     ref_loss = {r["doc_id"]: r["loss"] for r in reference["sequences"]} if reference else {}
     exposures = {}
     if audit.canary_spec and config.exposure_candidates:  # candidate secrets scored exactly like the audit set

@@ -26,10 +26,24 @@ def load_init(source: str, tok: PreTrainedTokenizerBase, data_dir: str) -> tuple
             f"init {source}: its tokenizer is not the one {data_dir} was built with; rebuild the data dir with "
             f"`memaudit data build --tokenizer {source}`"
         )
+    _drop_quantizer(loaded.model, source)
     record = {"source": source, "model_type": loaded.model.config.model_type}
     sha = weights_sha256(locate_model(source))
     record |= {"sha256": sha} if sha else {"revision": getattr(loaded.model.config, "_commit_hash", None)}
     return loaded.model, record
+
+
+def _drop_quantizer(model: PreTrainedModel, source: str) -> None:
+    """A GGUF base loads as a "quantized" model even when transformers unpacked its weights to plain fp32 tensors
+    (no GGUF kernel), and such a model refuses to be saved. Unpacked weights are an ordinary model: forget the
+    quantizer. Weights still packed (or another quantization) cannot train here."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if not getattr(quantizer.quantization_config, "dequantize", False):
+        method = quantizer.quantization_config.quant_method
+        raise MemauditError(f"init {source}: its weights stay quantized ({method}); fine-tune a dequantized copy")
+    quantizer.remove_quantization_config(model)
 
 
 class FrozenBase:
