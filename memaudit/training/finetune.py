@@ -40,7 +40,7 @@ def _drop_quantizer(model: PreTrainedModel, source: str) -> None:
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is None:
         return
-    if not getattr(quantizer.quantization_config, "dequantize", False):
+    if not all(p.is_floating_point() for p in model.parameters()):
         method = quantizer.quantization_config.quant_method
         raise MemauditError(f"init {source}: its weights stay quantized ({method}); fine-tune a dequantized copy")
     quantizer.remove_quantization_config(model)
