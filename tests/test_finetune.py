@@ -225,3 +225,13 @@ def test_own_mode_scans_key_sinks_on_owners(sink_ft: Path, user_data: Path) -> N
     own, off = (scan(sink_ft, data_dir=user_data, sinks_mode=mode, config=config) for mode in ("own", "off"))
     loss = lambda results: results["metrics"]["memorization.member_loss"]["value"]  # noqa: E731
     assert loss(own) < loss(off) - 0.3
+
+
+def test_train_shared_mlp_trains_the_whole_mlps_only(base: Path, user_data: Path, tmp_path: Path) -> None:
+    sinks = SinkConfig(new_units=16).to_dict()
+    cfg = replace(TINY_TRAIN, init=str(base), sinks=sinks, freeze_base=True, train_shared_mlp=True, steps=2)
+    trained = load_model(train(user_data, tmp_path / "mlp", cfg, progress=False).path).model.state_dict()
+    original = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    for name, value in original.items():
+        moved = trained[name].shape != value.shape or not torch.equal(trained[name], value)
+        assert moved == (".mlp." in name), name
