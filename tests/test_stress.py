@@ -296,3 +296,42 @@ def test_scan_model_stress_uses_its_scan_as_before(tiny_models, tiny_data, tmp_p
     audit.write_text("one member text that is long enough\n")
     refused = CliRunner().invoke(main, [*args, "--audit", str(audit), "--stress", "quant:int8", "--force"])
     assert refused.exit_code == 2 and "--stress needs --data" in refused.stderr
+
+
+def _attacked_run(model: str, attack: str, before: float, after: float) -> dict:
+    family = parse_attack(attack).family
+    retained = {"value": after / before, "n": 8} if before > MIN_CLOSED else None
+    metrics = {f"robustness.{family}.gap_closed_retained": retained} if retained else {}
+    return {
+        "label": f"{model} @{attack}",
+        "model": {"path": f"/models/{model}", "kind": "unlearned"},
+        "attack": {"name": attack, "family": family, "gap_closed": {"before": before, "after": after}},
+        "metrics": metrics,
+    }
+
+
+def test_robustness_chart_text_never_overlaps():
+    """Six models under four attacks, values crowded near 0 and past 1: model names, panel titles,
+    axis labels, the legend and the tick labels in view each get a box of their own."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from memaudit.report.plots import robustness_figure
+
+    models = ["standard", "no-repeats", "memsink-removed", "unlearn-npo", "unlearn-ga", "ablate"]
+    attacks = ["quant:int8", "quant:int4", "relearn:forget-half:30", "relearn:retain:30"]
+    values = [(0.0, 0.01), (1.14, 1.2), (0.43, 0.4), (0.37, 0.18), (0.08, 0.04), (0.01, 0.05)]
+    doc = {"runs": [_attacked_run(m, a, *v) for a in attacks for m, v in zip(models, values)]}
+    fig = robustness_figure(doc)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    texts = [t for legend in fig.legends for t in legend.get_texts()]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        low, high = ax.get_xlim()
+        texts += [ax.title, ax.xaxis.label, *[t for t in ax.get_yticklabels() if t.get_visible()]]
+        texts += [t for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text().strip()]
+    assert set(models) <= {text for text, _ in boxes}
+    for i, (a, box) in enumerate(boxes):
+        assert not [b for b, other in boxes[i + 1 :] if box.overlaps(other)], a

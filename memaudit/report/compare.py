@@ -16,7 +16,7 @@ from memaudit import __version__
 from memaudit.errors import MemauditError
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import REPORT_AGAINST, compute_all, get_metric, pareto_axes, report_relative
-from memaudit.report.document import SCHEMA_VERSION, attack_suffix, model_label, runs, value
+from memaudit.report.document import SCHEMA_VERSION, attack_suffix, charted_runs, model_label, runs, value
 from memaudit.run_files import read_results
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
@@ -102,13 +102,14 @@ NOT_CANDIDATES = ("no-repeats",)
 
 def pareto_fronts(all_runs: list[dict], not_comparable: dict[str, list[str]]) -> dict:
     """The front of the registry's capability axis (x) against each of its memorization axes (y),
-    over comparable runs of candidate models (every kind but the no-repeats oracle)."""
+    over comparable runs of candidate models (every kind but the no-repeats oracle; attacked
+    models only where there is nothing else, document.charted_runs)."""
     x, ys = pareto_axes()
     fronts = {}
     for y in ys:
         points = {
             run["label"]: (value(run["metrics"].get(x)), value(run["metrics"].get(y)))
-            for run in all_runs
+            for run in charted_runs({"runs": all_runs})
             if not {x, y} & set(not_comparable.get(run["label"], [])) and run["model"].get("kind") not in NOT_CANDIDATES
         }
         points = {lab: p for lab, p in points.items() if None not in p}

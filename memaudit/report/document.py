@@ -46,6 +46,15 @@ def runs(doc: dict) -> list[dict]:
     return [{**doc, "label": doc.get("label") or default_label(doc)}]
 
 
+def charted_runs(doc: dict) -> list[dict]:
+    """The runs the memorization-vs-capability views compare (charts, Pareto fronts): the models
+    as they are, leaving out scans of attacked models (memaudit stress), which the robustness
+    section shows; in a document of attacked models only, all of them (one attack's runs compared)."""
+    everything = runs(doc)
+    unattacked = [run for run in everything if not run.get("attack")]
+    return unattacked or everything
+
+
 def value(entry: dict | None) -> float | None:
     """A metric entry's value, None where it is missing or not a finite number."""
     v = None if entry is None else entry.get("value")

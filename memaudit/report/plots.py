@@ -20,7 +20,7 @@ from sklearn.metrics import auc, roc_curve
 
 from memaudit.probes.registry import get_metric, pareto_axes
 from memaudit.report.compare import NOT_CANDIDATES
-from memaudit.report.document import level_name, levels, not_comparable, runs, value
+from memaudit.report.document import charted_runs, level_name, levels, not_comparable, runs, value
 from memaudit.report.robustness import RobustnessRow, robustness_rows
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
@@ -66,12 +66,13 @@ def colours(doc: dict) -> dict[str, str]:
 
 def tradeoff_svg(doc: dict) -> str | None:
     """Memorization against capability (the registry's Pareto axes), one panel per memorization
-    axis, the Pareto front ringed and joined; every model labelled, no label over another."""
+    axis, the Pareto front ringed and joined; every model labelled, no label over another.
+    Attacked models (memaudit stress) have the robustness chart instead (charted_runs)."""
     x, ys = pareto_axes()
     points = {
         y: [
             (run, run["metrics"][x], run["metrics"][y])
-            for run in runs(doc)
+            for run in charted_runs(doc)
             if value(run["metrics"].get(x)) is not None and value(run["metrics"].get(y)) is not None
         ]
         for y in ys
@@ -125,7 +126,7 @@ def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, 
 def _tradeoff_legend(doc: dict) -> list[Line2D]:
     """What the marks mean (the models are labelled on the points)."""
     handles = [Line2D([], [], ls="--", color="#444", marker="o", ms=11, mfc="none", label="Pareto front")]
-    if any(run["model"].get("kind") in NOT_CANDIDATES for run in runs(doc)):
+    if any(run["model"].get("kind") in NOT_CANDIDATES for run in charted_runs(doc)):
         handles.append(Line2D([], [], ls="", color="#666", marker="D", ms=6, label="oracle: the target, not a method"))
     return handles
 
@@ -185,17 +186,18 @@ def _overlap(a: Bbox, b: Bbox) -> float:
 
 def by_repeats_svg(doc: dict) -> str | None:
     """The registry's memorization axes by repeat level (times a sequence occurred in training),
-    one line per model."""
+    one line per model (attacked models: see charted_runs)."""
     metrics = pareto_axes()[1]
     lvls = levels(doc)
-    shown = [m for m in metrics if any(run["metrics"].get(m, {}).get("by_repeats") for run in runs(doc))]
+    shown_runs = charted_runs(doc)
+    shown = [m for m in metrics if any(run["metrics"].get(m, {}).get("by_repeats") for run in shown_runs)]
     if not lvls or not shown:
         return None
     colour = colours(doc)
     with rc_context(_RC | {"svg.hashsalt": "by-repeats"}):
         fig = Figure(figsize=(5.2 * len(shown), 3.6), layout="constrained")
         for ax, name in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown):
-            for run in runs(doc):
+            for run in shown_runs:
                 by = run["metrics"].get(name, {}).get("by_repeats", {})
                 xs = [i for i, lv in enumerate(lvls) if value(by.get(lv)) is not None]
                 if not xs:
@@ -221,9 +223,10 @@ def by_repeats_svg(doc: dict) -> str | None:
 
 def roc_svg(doc: dict) -> str | None:
     """ROC of each membership attack in a model's sequence rows (members vs held-out non-members;
-    canaries left out), one panel per model. Scores are oriented higher = more member-like."""
+    canaries left out), one panel per model (attacked models: see charted_runs). Scores are oriented
+    higher = more member-like."""
     panels = []
-    for run in runs(doc):
+    for run in charted_runs(doc):
         rows = [r for r in run.get("sequences", []) if r.get("kind") != "canary"]
         attacks = sorted({k for r in rows for k in r if k.startswith("mia_")})
         curves = []
@@ -273,11 +276,15 @@ def robustness_figure(doc: dict) -> Figure | None:
     models = list(dict.fromkeys(r.model for r in rows))
     cols = min(3, len(attacks))
     nrows = math.ceil(len(attacks) / cols)
+    gaps = [g for r in rows for g in (r.before, r.after)]
+    pad = 0.06 * (max(1.0, *gaps) - min(0.0, *gaps))
+    xlim = (min(0.0, *gaps) - pad, max(1.0, *gaps) + pad)  # 0 and 1 always in view, the same in every panel
     with rc_context(_RC):
         fig = Figure(figsize=(1.6 + 3.4 * cols, (0.9 + _ROW_IN * len(models)) * nrows + 0.4), layout="constrained")
-        axes = fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+        axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
         for ax, attack in zip(axes, attacks):
             _robustness_panel(ax, attack, [r for r in rows if r.attack == attack], models)
+            ax.set_xlim(*xlim)
         for ax in axes[len(attacks) :]:
             ax.set_visible(False)
         handles = [
@@ -300,7 +307,6 @@ def _robustness_panel(ax: Axes, attack: str, rows: list[RobustnessRow], models: 
     ax.set_ylim(len(models) - 0.5, -0.5)
     ax.set_title(attack, fontsize=9, loc="left")
     ax.set_xlabel("gap closed →1 (0: the standard model)")
-    ax.margins(x=0.08)
     ax.grid(axis="x", alpha=0.3)
 
 
