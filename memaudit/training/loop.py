@@ -222,7 +222,9 @@ def optimize(
     and at the end (and before each checkpoint when a guard is set, so every checkpoint is a
     state that passed it). Log rows: step, lr, train_loss, tokens_per_s, the step's extra logs
     (averaged since the last row) and the evaluation's metrics. `after_step` runs after every
-    optimizer step (e.g. to put frozen weights back)."""
+    optimizer step (e.g. to put frozen weights back). One loop, longer than most functions here,
+    on purpose: the order of step, evaluation, guard and checkpoint within it is what makes a
+    resumed run and a rolled-back one exact, and it reads best in one place."""
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -253,9 +255,7 @@ def optimize(
                     row = {"step": done, "lr": scheduler.get_last_lr()[0], **meter.take_averages()}
                     row |= {"tokens_per_s": round(meter.tokens_per_s, 1)}
                     row |= evaluate(accelerator.unwrap_model(model), done)
-                    if accelerator.is_main_process:
-                        with open(log_path, "a", newline="") as f:
-                            csv.DictWriter(f, log_fields).writerow(row)
+                    _append_row(accelerator, log_path, log_fields, row)
                     if guard:
                         stopped = guard(row)
                         if stopped:
@@ -297,6 +297,12 @@ def _step(accelerator, model, optimizer, scheduler, step_fn: StepFn, step: int, 
         )
     logs = dict(zip(["train_loss", *out.logs], [reduced[0], *reduced[2:]]))
     return logs, reduced[1] * accelerator.num_processes
+
+
+def _append_row(accelerator: Accelerator, log_path: Path, fields: list[str], row: dict) -> None:
+    if accelerator.is_main_process:
+        with open(log_path, "a", newline="") as f:
+            csv.DictWriter(f, fields).writerow(row)
 
 
 def _start(accelerator: Accelerator, work: Path, resume: bool) -> int:
@@ -396,27 +402,13 @@ def _train(
     accelerator, precision = make_accelerator(cfg, announce=progress)
     data = AuditSet.load(data_dir)
     tok = load_tokenizer(data_dir / "tokenizer")
-    init = None
-    if cfg.init:
-        from memaudit.training.finetune import load_init
-
-        model, init = load_init(cfg.init, tok, str(data_dir))
-    else:
-        model = build_model(build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id), cfg.seed)
+    model, init = _initial_model(cfg, tok, data_dir)
     config = model.config
     if cfg.seq_len > context_length(config):
         raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
     sinks, frozen = _attach_sinks(model, cfg, init)
     stream = _stream(data, tok, cfg)
     loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
-    local = cfg.batch_size // accelerator.num_processes
-
-    def step(model: torch.nn.Module, index: int) -> StepOutput:
-        tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
-        tokens = torch.from_numpy(tokens).to(accelerator.device)
-        if sinks is not None:
-            sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
-        return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
 
     def evaluate(model: torch.nn.Module, done: int) -> dict:
         epoch = round(done * cfg.batch_size / stream.blocks_per_epoch, 3)
@@ -426,7 +418,7 @@ def _train(
         accelerator,
         model,
         cfg,
-        step,
+        _packed_step(stream, sinks, cfg, accelerator),
         evaluate,
         work=work,
         log_fields=LOG_FIELDS,
@@ -457,6 +449,33 @@ def _train(
     }
     write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)
     return TrainResult(out, cfg.steps, result.tokens_per_s, result.final, accelerator.is_main_process)
+
+
+def _initial_model(
+    cfg: TrainConfig, tok: PreTrainedTokenizerBase, data_dir: Path
+) -> tuple[PreTrainedModel, dict | None]:
+    """The model a run starts from, and what `init` records: `cfg.arch` built from scratch, or
+    the pretrained `cfg.init` (whose tokenizer must be the data dir's)."""
+    if not cfg.init:
+        return build_model(build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id), cfg.seed), None
+    from memaudit.training.finetune import load_init
+
+    return load_init(cfg.init, tok, str(data_dir))
+
+
+def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Accelerator) -> StepFn:
+    """Next-token loss on this process's share of the step's packed sequences, with each
+    token's document (or owner) switching its sinks on in a MemSink run."""
+    local = cfg.batch_size // accelerator.num_processes
+
+    def step(model: torch.nn.Module, index: int) -> StepOutput:
+        tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
+        tokens = torch.from_numpy(tokens).to(accelerator.device)
+        if sinks is not None:
+            sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
+        return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
+
+    return step
 
 
 def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
