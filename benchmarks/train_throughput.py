@@ -23,13 +23,12 @@ import torch
 import transformers
 
 from memaudit.corpus.audit import AuditSet, write_audit_set
-from memaudit.corpus.packing import PackedStream
-from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
+from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.demo import DemoConfig
 from memaudit.models.zoo import build_config, build_model
 from memaudit.precision import cpu_description, resolve_precision
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import train
+from memaudit.training.loop import train, training_stream
 
 TARGET = 0.95
 
@@ -42,17 +41,8 @@ def memaudit_tokens_per_s(data: Path, root: Path, cfg: TrainConfig) -> float:
 
 def plain_tokens_per_s(data: Path, cfg: TrainConfig) -> float:
     """The same model, batches and optimizer in the plainest loop; timed over the same steps."""
-    audit = AuditSet.load(data)
     tok = load_tokenizer(data / "tokenizer")
-    rows = audit.train
-    stream = PackedStream(
-        [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
-        [r["doc_id"] for r in rows],
-        [r["repeats"] for r in rows],
-        eos_id=tok.eos_token_id,
-        seq_len=cfg.seq_len,
-        seed=cfg.seed,
-    )
+    stream = training_stream(AuditSet.load(data), tok, cfg)  # the very batches train() takes
     model = build_model(build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id), cfg.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     bf16 = resolve_precision(cfg.precision, "cpu").name == "bf16"

@@ -133,7 +133,8 @@ def training_plan(cfg: DemoConfig, data: Path) -> dict[str, TrainConfig]:
     exactly as often, rather than 2.5 times as often in the same number of steps."""
     standard = replace(cfg.train, no_repeats=False, sinks=None)
     oracle = replace(standard, no_repeats=True)
-    ratio = blocks_per_epoch(data, oracle) / blocks_per_epoch(data, standard)
+    oracle_blocks, standard_blocks = blocks_per_epoch(data, [oracle, standard])
+    ratio = oracle_blocks / standard_blocks
     oracle = replace(oracle, steps=max(1, round(standard.steps * ratio)))
     return {"standard": standard, "no-repeats": oracle, "memsink": replace(standard, sinks=cfg.sinks.to_dict())}
 

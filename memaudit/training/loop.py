@@ -407,7 +407,7 @@ def _train(
     if cfg.seq_len > context_length(config):
         raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
     sinks, frozen = _attach_sinks(model, cfg, init)
-    stream = _stream(data, tok, cfg)
+    stream = training_stream(data, tok, cfg)
     loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
 
     def evaluate(model: torch.nn.Module, done: int) -> dict:
@@ -496,14 +496,16 @@ def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
     return sinks, frozen
 
 
-def blocks_per_epoch(data_dir: Path, cfg: TrainConfig) -> int:
-    """Training sequences in one pass over a data dir's training stream under `cfg` (the
-    oracle's without the planted documents): what equal exposure to a text means in steps."""
+def blocks_per_epoch(data_dir: Path, configs: list[TrainConfig]) -> list[int]:
+    """Training sequences in one pass over a data dir's training stream under each config (the
+    oracle's without the planted documents): what equal exposure to a text means in steps. The
+    data dir is read and tokenized once for all of them."""
     data_dir = Path(data_dir)
-    return _stream(AuditSet.load(data_dir), load_tokenizer(data_dir / "tokenizer"), cfg).blocks_per_epoch
+    data, tok = AuditSet.load(data_dir), load_tokenizer(data_dir / "tokenizer")
+    return [training_stream(data, tok, cfg).blocks_per_epoch for cfg in configs]
 
 
-def _stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
+def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
     """The training rows packed into sequences (the oracle's without the planted documents)."""
     rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
     return PackedStream(
