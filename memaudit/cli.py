@@ -796,18 +796,33 @@ def report(
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True)
 @click.option("--quick", is_flag=True, help="Tiny models (about a minute): shows the path, not the effect at scale.")
+@click.option(
+    "--finetune",
+    is_flag=True,
+    help="Sink fine-tuning: pretrain a base model on half the corpus, then fine-tune it with planted members.",
+)
 @precision_options
-def demo(out: Path, quick: bool, precision: str, legacy_precision: str | None, threads: int | None) -> None:
+def demo(
+    out: Path, quick: bool, finetune: bool, precision: str, legacy_precision: str | None, threads: int | None
+) -> None:
     """The whole path on the embedded Austen corpus: build the audit set, train a standard, a
     no-repeats and a MemSink model, remove the sinks, unlearn (GA, NPO) and ablate the standard
     model, scan everything and write one comparative report. Steps already done are skipped.
 
+    With --finetune, the path starts from a model that already exists: a base model pretrained on
+    one half of the corpus is fine-tuned on the other half, with planted members, four ways:
+    standard, with new sink units (new:512), with its own units as sinks (existing), and without
+    the members (the oracle); NPO unlearns the standard fine-tune.
+
     \b
-    Example:  memaudit demo --out reports/demo
+    Examples:  memaudit demo --out reports/demo
+               memaudit demo --finetune --out reports/demo-finetune
     """
     from memaudit.demo import run_demo
 
-    run_demo(out, quick=quick, precision=pick_precision(precision, legacy_precision), threads=threads)
+    run_demo(
+        out, quick=quick, finetune=finetune, precision=pick_precision(precision, legacy_precision), threads=threads
+    )
 
 
 @main.command("metrics")

@@ -1,7 +1,12 @@
 """`memaudit demo`: the whole path on the embedded Austen corpus. Build the audit set; train a
 standard, a no-repeats (oracle) and a MemSink model; remove the sinks; unlearn the standard
 model (GA, NPO) and ablate it; scan everything; write one comparative report. Each step is
-skipped when its output already exists, so a rerun (or an interrupted run) picks up where it was."""
+skipped when its output already exists, so a rerun (or an interrupted run) picks up where it was.
+
+`memaudit demo --finetune` is the same path from a model that already exists: it pretrains a
+base model on one half of the corpus (natural text only), then fine-tunes it on an audit set
+built from the other half, standard and with sinks (`new:N` units and `existing` ones), and
+compares them with the fine-tuning oracle and NPO."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from pathlib import Path
 from rich.console import Console
 
 from memaudit.corpus.audit import AuditConfig, write_audit_set
-from memaudit.fileio import read_json
+from memaudit.corpus.sources import load_documents
+from memaudit.fileio import atomic_dir, read_json, write_jsonl
 from memaudit.models.sinks import SinkConfig
 from memaudit.models.surgery import remove_sinks
 from memaudit.probes.scan import scan
@@ -30,6 +36,15 @@ from memaudit.unlearning.run import UnlearnConfig, unlearn
 # time. They scale with the same CPU speed, so the ratio carries across machines (measured in the
 # demo runs of docs/results.md).
 OTHER_WORK_PER_TRAINING_SECOND = 0.6
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """The base model of `--finetune`, standing for the model a user already has: trained from scratch on the
+    natural text of one half of the corpus (alternate documents), which the fine-tuning audit set never uses."""
+
+    train: TrainConfig
+    n_natural: int = 3000  # natural documents of that half to train on
 
 
 @dataclass(frozen=True)
@@ -54,12 +69,14 @@ class DemoConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(arch="gpt2-5m", steps=300, batch_size=8, lr=2e-3, warmup_steps=20)
     )
-    sinks: SinkConfig = field(default_factory=SinkConfig)
+    # One MemSink model per entry, named as its runs are (paper defaults G=0.7, P=0.3).
+    sinks: dict[str, SinkConfig] = field(default_factory=lambda: {"memsink": SinkConfig()})
+    pretrain: Pretraining | None = None  # set: fine-tune a base model pretrained here (`--finetune`)
     # Method defaults (lr, beta), 60 steps, fewer and smaller evaluations: the max-degradation
     # guard still checks validation loss every 20 steps.
     unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(steps=60, eval_every=20, eval_docs=32))
     unlearn_methods: tuple[str, ...] = ("ga", "npo")
-    ablate_ratio: float = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
+    ablate_ratio: float | None = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
     suite: str = "ci"  # the headline probes; `memaudit scan model --suite full` for the rest
 
 
@@ -78,6 +95,23 @@ QUICK = DemoConfig(  # tiny settings that show the whole path in about a minute,
     train=TrainConfig(arch="gpt2-1m", steps=300, batch_size=8, lr=3e-3, warmup_steps=10, precision="fp32"),
     unlearn=UnlearnConfig(steps=30, lr=1e-3, warmup_steps=3, eval_every=10, precision="fp32"),  # a larger step at 1M
     suite="ci",
+)
+
+# `--finetune`: the lean demo's audit set, training and NPO, from a base pretrained here for as many steps on
+# the natural text of the other half. `new:512` adds half the base's 1024 units to each MLP: a pool of a third of
+# the widened MLP, as G = 0.7 splits it for `existing`. Measured in docs/results.md.
+FINETUNE = DemoConfig(
+    pretrain=Pretraining(train=DemoConfig().train),
+    sinks={"memsink-new": SinkConfig(new_units=512), "memsink-existing": SinkConfig()},
+    unlearn_methods=("npo",),
+    ablate_ratio=None,
+)
+QUICK_FINETUNE = replace(
+    QUICK,
+    pretrain=Pretraining(train=QUICK.train, n_natural=1000),
+    sinks={"memsink-new": SinkConfig(new_units=256), "memsink-existing": SinkConfig()},
+    unlearn_methods=("npo",),
+    ablate_ratio=None,
 )
 
 
@@ -126,17 +160,18 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def training_plan(cfg: DemoConfig, data: Path) -> dict[str, TrainConfig]:
-    """The three models' settings. The no-repeats oracle trains on the same stream without the
-    planted documents, for as many epochs as the standard model (so in fewer steps): the run the
-    standard model would have been had the members never been there, seeing the natural text
-    exactly as often, rather than 2.5 times as often in the same number of steps."""
-    standard = replace(cfg.train, no_repeats=False, sinks=None)
+def training_plan(cfg: DemoConfig, data: Path, init: Path | None = None) -> dict[str, TrainConfig]:
+    """The models' settings: standard, no-repeats oracle and one per sink config, fine-tuning
+    `init` when given. The oracle trains on the same stream without the planted documents, for as
+    many epochs as the standard model (so in fewer steps): the run the standard model would have
+    been had the members never been there, seeing the natural text exactly as often, rather than
+    2.5 times as often in the same number of steps."""
+    standard = replace(cfg.train, no_repeats=False, sinks=None, init=None if init is None else str(init))
     oracle = replace(standard, no_repeats=True)
     oracle_blocks, standard_blocks = blocks_per_epoch(data, [oracle, standard])
-    ratio = oracle_blocks / standard_blocks
-    oracle = replace(oracle, steps=max(1, round(standard.steps * ratio)))
-    return {"standard": standard, "no-repeats": oracle, "memsink": replace(standard, sinks=cfg.sinks.to_dict())}
+    oracle = replace(oracle, steps=max(1, round(standard.steps * oracle_blocks / standard_blocks)))
+    sinks = {name: replace(standard, sinks=sink.to_dict()) for name, sink in cfg.sinks.items()}
+    return {"standard": standard, "no-repeats": oracle, **sinks}
 
 
 def run_demo(
@@ -145,6 +180,7 @@ def run_demo(
     console: Console | None = None,
     config: DemoConfig | None = None,
     *,
+    finetune: bool = False,
     precision: str | None = None,
     threads: int | None = None,
 ) -> dict:
@@ -152,19 +188,20 @@ def run_demo(
     the defaults (e.g. more training steps, the full probe suite); `precision` and `threads`, when
     given, replace the config's for training and unlearning."""
     console = console or Console()
-    cfg = config or (QUICK if quick else DemoConfig())
+    cfg = config or {(False, False): DemoConfig(), (True, False): QUICK, (False, True): FINETUNE}.get(
+        (quick, finetune), QUICK_FINETUNE
+    )
     overrides = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
     cfg = replace(cfg, train=replace(cfg.train, **overrides), unlearn=replace(cfg.unlearn, **overrides))
+    if cfg.pretrain is not None:
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, train=replace(cfg.pretrain.train, **overrides)))
     out = Path(out)
     step = _Steps(console)
     begin = time.perf_counter()
-    step(
-        "build the audit set",
-        out / "data" / "manifest.json",
-        lambda: write_audit_set(cfg.data, out / "data", force=True),
-    )
-    _make_models(cfg, out / "data", out / "models", step, console)
-    order = _scan_models(cfg, out / "data", out / "models", out / "runs", step)
+    estimate = _Estimate(console, _steps_to_train(cfg, out), time.time())
+    data, base = _prepare_data(cfg, out, step, estimate)
+    _make_models(cfg, data, base, out / "models", step, estimate)
+    order = _scan_models(cfg, data, out / "models", out / "runs", step)
     doc = compare_runs([out / "runs" / r for r in order], reference=out / "runs" / "standard")
     write_report(doc, out / "report", force=True)
     print_report(doc, console)
@@ -174,25 +211,75 @@ def run_demo(
     return doc
 
 
-def _make_models(cfg: DemoConfig, data: Path, models: Path, step: _Steps, console: Console) -> None:
-    """Train the three models (estimating the demo's time after the first one's first steps),
-    then derive the others: sinks removed, unlearned with each method, ablated."""
-    plan = training_plan(cfg, data)
-    to_train = [name for name in plan if not (models / name / "memaudit.json").exists()]
-    estimate = _Estimate(console, sum(plan[name].steps for name in to_train), time.time())
-    for name, train_cfg in plan.items():
-        model = models / name
-        resume = model.with_name(name + ".partial").exists()
-        step(
-            f"train the {name} model ({train_cfg.arch}, {train_cfg.steps} steps)",
-            model / "memaudit.json",
-            lambda m=model, c=train_cfg, r=resume: train(data, m, c, resume=r, on_step=estimate),
-        )
+def _steps_to_train(cfg: DemoConfig, out: Path) -> int:
+    """Training steps of the models not trained yet, for the estimate. Before the audit set exists
+    (`--finetune` pretrains first), the oracle counts at the standard model's steps: ~10% high."""
+    models = out / "models"
+    steps = 0 if cfg.pretrain is None or (models / "base" / "memaudit.json").exists() else cfg.pretrain.train.steps
+    data = out / "data"
+    if (data / "manifest.json").exists():
+        plan = {name: c.steps for name, c in training_plan(cfg, data, models / "base").items()}
+    else:
+        plan = dict.fromkeys(["standard", "no-repeats", *cfg.sinks], cfg.train.steps)
+    return steps + sum(n for name, n in plan.items() if not (models / name / "memaudit.json").exists())
+
+
+def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate) -> tuple[Path, Path | None]:
+    """The audit set the models train on and, with `pretrain`, the base model they fine-tune: pretrained on the
+    natural text of one half of the corpus, with the audit set built from the other half in its tokenizer."""
+    data = out / "data"
+    if cfg.pretrain is None:
+        step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
+        return data, None
+    corpus, pretrain_data, base = out / "corpus", out / "pretrain-data", out / "models" / "base"
+    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: _write_halves(cfg.data.corpus, corpus))
+    natural = replace(cfg.data, corpus=str(corpus / "pretrain.jsonl"), n_natural=cfg.pretrain.n_natural)
     step(
-        "remove the sinks",
-        models / "memsink-removed" / "memaudit.json",
-        lambda: remove_sinks(models / "memsink", models / "memsink-removed", force=True),
+        "build the pretraining set (the first half)",
+        pretrain_data / "manifest.json",
+        lambda: write_audit_set(natural, pretrain_data, force=True),
     )
+    _train_step(step, "base", pretrain_data, base, replace(cfg.pretrain.train, no_repeats=True, sinks=None), estimate)
+    planted = replace(cfg.data, corpus=str(corpus / "finetune.jsonl"), tokenizer=str(base))
+    step(
+        "build the fine-tuning audit set (the second half, in the base model's tokenizer)",
+        data / "manifest.json",
+        lambda: write_audit_set(planted, data, force=True),
+    )
+    return data, base
+
+
+def _write_halves(corpus: str, out: Path) -> None:
+    """The corpus's documents in two halves, alternate documents each, as JSONL: pretrain.jsonl and finetune.jsonl."""
+    docs = load_documents(corpus)
+    with atomic_dir(out, force=True) as tmp:
+        for part, name in enumerate(("pretrain.jsonl", "finetune.jsonl")):
+            write_jsonl(tmp / name, ({"text": text} for text in docs[part::2]))
+
+
+def _train_step(step: _Steps, name: str, data: Path, model: Path, cfg: TrainConfig, estimate: _Estimate) -> None:
+    what = f"fine-tune {cfg.init}" if cfg.init else cfg.arch
+    resume = model.with_name(model.name + ".partial").exists()
+    step(
+        f"train the {name} model ({what}, {cfg.steps} steps)",
+        model / "memaudit.json",
+        lambda: train(data, model, cfg, resume=resume, on_step=estimate),
+    )
+
+
+def _make_models(
+    cfg: DemoConfig, data: Path, base: Path | None, models: Path, step: _Steps, estimate: _Estimate
+) -> None:
+    """Train the standard, oracle and MemSink models, then derive the others: sinks removed,
+    unlearned with each method, ablated."""
+    for name, train_cfg in training_plan(cfg, data, base).items():
+        _train_step(step, name, data, models / name, train_cfg, estimate)
+    for name in cfg.sinks:
+        step(
+            f"remove the {name} model's sinks",
+            models / f"{name}-removed" / "memaudit.json",
+            lambda n=name: remove_sinks(models / n, models / f"{n}-removed", force=True),
+        )
     for method in cfg.unlearn_methods:
         step(
             f"unlearn the standard model with {method}",
@@ -201,17 +288,18 @@ def _make_models(cfg: DemoConfig, data: Path, models: Path, step: _Steps, consol
                 models / "standard", data, models / f"unlearn-{m}", replace(cfg.unlearn, method=m), force=True
             ),
         )
-    step(
-        f"ablate the standard model's top {cfg.ablate_ratio:.0%} member-specific MLP units",
-        models / "ablate" / "memaudit.json",
-        lambda: ablate(models / "standard", data, models / "ablate", cfg.ablate_ratio, force=True),
-    )
+    if cfg.ablate_ratio is not None:
+        step(
+            f"ablate the standard model's top {cfg.ablate_ratio:.0%} member-specific MLP units",
+            models / "ablate" / "memaudit.json",
+            lambda: ablate(models / "standard", data, models / "ablate", cfg.ablate_ratio, force=True),
+        )
 
 
 def _scan_models(cfg: DemoConfig, data: Path, models: Path, runs: Path, step: _Steps) -> list[str]:
-    """Scan every model (the MemSink model with its sinks off and own), each against the oracle,
-    which never saw the members: the reference of the `ref` membership attack. Returns the run
-    names in report order."""
+    """Scan every model (each MemSink model with its sinks off and own, and removed), each against
+    the oracle, which never saw the members: the reference of the `ref` membership attack. Returns
+    the run names in report order."""
     suite = load_suite(cfg.suite)
 
     def _scan(run: str, model: str, mode: str | None = None, reference: dict | None = None) -> None:
@@ -220,8 +308,14 @@ def _scan_models(cfg: DemoConfig, data: Path, models: Path, runs: Path, step: _S
 
     step("scan the no-repeats oracle", runs / "no-repeats" / "results.json", lambda: _scan("no-repeats", "no-repeats"))
     oracle = read_json(runs / "no-repeats" / "results.json")
-    scans = {"standard": ("standard", None), "memsink-off": ("memsink", "off"), "memsink-own": ("memsink", "own")}
-    scans |= {"memsink-removed": ("memsink-removed", None), "ablate": ("ablate", None)}
+    scans = {"standard": ("standard", None)}
+    for name in cfg.sinks:
+        scans |= {
+            f"{name}-off": (name, "off"),
+            f"{name}-own": (name, "own"),
+            f"{name}-removed": (f"{name}-removed", None),
+        }
+    scans |= {"ablate": ("ablate", None)} if cfg.ablate_ratio is not None else {}
     scans |= {f"unlearn-{m}": (f"unlearn-{m}", None) for m in cfg.unlearn_methods}
     for run, (model, mode) in scans.items():
         step(

@@ -1,12 +1,18 @@
 """The main job, `memaudit demo --quick`: every step runs, the report compares every model, and
 a rerun skips what is done."""
 
+import io
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+import memaudit.demo
 from memaudit.cli import main
+from memaudit.demo import QUICK_FINETUNE, run_demo
 
 RUNS = [
     "standard",
@@ -65,3 +71,49 @@ def test_the_oracle_sees_the_natural_text_as_often_as_the_standard_model(tiny_mo
     meta = {name: json.loads((path / "memaudit.json").read_text()) for name, path in tiny_models.items()}
     assert tiny_plan["no-repeats"].steps < tiny_plan["standard"].steps == meta["standard"]["steps"]
     assert meta["no-repeats"]["epochs"] == pytest.approx(meta["standard"]["epochs"], rel=0.05)
+
+
+FINETUNE_RUNS = ["standard", "no-repeats", "unlearn-npo"] + [
+    f"memsink-{units}-{mode}" for units in ("new", "existing") for mode in ("off", "own", "removed")
+]
+
+
+def test_finetune_demo_fine_tunes_one_base_model_four_ways(tmp_path):
+    """`memaudit demo --finetune`, shortened: a base pretrained on one half of the corpus, fine-tuned on the other
+    half; removing new sink units gives back the base's architecture, removing existing ones narrows it."""
+    few = replace(QUICK_FINETUNE.train, steps=30)
+    config = replace(
+        QUICK_FINETUNE,
+        train=few,
+        pretrain=replace(QUICK_FINETUNE.pretrain, train=few, n_natural=300),
+        unlearn=replace(QUICK_FINETUNE.unlearn, steps=4, eval_every=2),
+    )
+    doc = run_demo(tmp_path, config=config, console=Console(file=io.StringIO()))
+    assert sorted(run["run_dir"].rsplit("/", 1)[-1] for run in doc["runs"]) == sorted(FINETUNE_RUNS)
+    halves = [(tmp_path / "corpus" / f"{half}.jsonl").read_text().splitlines() for half in ("pretrain", "finetune")]
+    assert halves[0] and halves[1] and not set(halves[0]) & set(halves[1])
+    base = tmp_path / "models" / "base"
+    assert json.loads((base / "memaudit.json").read_text())["kind"] == "no-repeats"
+
+    def config_of(model: str) -> dict:
+        return json.loads((tmp_path / "models" / model / "config.json").read_text())
+
+    for model in ("standard", "no-repeats", "memsink-new", "memsink-existing"):
+        assert json.loads((tmp_path / "models" / model / "memaudit.json").read_text())["init"]["source"] == str(base)
+    assert config_of("memsink-new")["n_inner"] == config_of("standard")["n_inner"] + 256
+    assert config_of("memsink-new-removed")["n_inner"] == config_of("standard")["n_inner"]
+    assert config_of("memsink-existing-removed")["n_inner"] < config_of("standard")["n_inner"]
+    by_dir = {run["run_dir"].rsplit("/", 1)[-1]: run["metrics"] for run in doc["runs"]}
+    for units in ("new", "existing"):
+        removed, off = by_dir[f"memsink-{units}-removed"], by_dir[f"memsink-{units}-off"]
+        assert removed["capability.valid_loss"]["value"] == pytest.approx(
+            off["capability.valid_loss"]["value"], abs=1e-4
+        )
+
+
+def test_demo_command_passes_its_flags(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memaudit.demo, "run_demo", lambda out, **kw: calls.append((out, kw)))
+    result = CliRunner().invoke(main, ["demo", "--finetune", "--out", "x", "--precision", "fp32", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(Path("x"), {"quick": False, "finetune": True, "precision": "fp32", "threads": 1})]
