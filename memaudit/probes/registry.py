@@ -548,7 +548,7 @@ def _valid_loss(x: MetricInputs) -> dict | None:
     if not x.valid:
         return None
     nll, tokens = (np.array(column) for column in zip(*x.valid))
-    pooled = lambda idx: float(nll[idx.astype(int)].sum() / tokens[idx.astype(int)].sum())  # noqa: E731
+    pooled = lambda idx: nll[idx.astype(int)].sum(axis=-1) / tokens[idx.astype(int)].sum(axis=-1)  # noqa: E731
     return x.summary([np.arange(len(x.valid))], pooled)
 
 

@@ -1,5 +1,10 @@
 """Aggregates with their uncertainty: every number carries its count and a percentile
-bootstrap 95% interval (seeded, so the same scan gives the same interval)."""
+bootstrap 95% interval (seeded, so the same scan gives the same interval).
+
+A statistic works on the last axis of its arrays and keeps the leading ones: given (n,) samples it
+returns one value, given (B, n) resamples it returns B values. The bootstrap then costs a few array
+operations instead of a Python loop of B calls (a scan computes ~90 intervals; the loop was half of a
+small model's scan)."""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-Statistic = Callable[..., float]
+Statistic = Callable[..., "np.ndarray | float"]
+MAX_RESAMPLED = 4_000_000  # values of one sample resampled at once: 32 MB of float64
 
 
 def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Statistic, n_boot: int, seed: int) -> list[float] | None:
@@ -15,8 +21,12 @@ def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Statistic, n_boot: in
     if n_boot <= 0 or any(len(s) < 2 for s in samples):
         return None
     rng = np.random.default_rng(seed)
-    draws = [statistic(*(s[rng.integers(0, len(s), len(s))] for s in samples)) for _ in range(n_boot)]
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    chunk = max(1, MAX_RESAMPLED // max(len(s) for s in samples))
+    draws = [
+        np.asarray(statistic(*(s[rng.integers(0, len(s), (size, len(s)))] for s in samples)), dtype=float)
+        for size in (min(chunk, n_boot - start) for start in range(0, n_boot, chunk))
+    ]
+    low, high = np.nanpercentile(np.concatenate(draws), [2.5, 97.5])
     return [float(low), float(high)]
 
 
@@ -32,5 +42,5 @@ def summarize(samples: Sequence[np.ndarray], statistic: Statistic, n_boot: int, 
     return out
 
 
-def mean(x: np.ndarray) -> float:
-    return float(np.mean(x))
+def mean(x: np.ndarray) -> np.ndarray | float:
+    return np.mean(x, axis=-1)
