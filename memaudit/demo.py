@@ -17,8 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from memaudit.corpus.audit import AuditConfig, write_audit_set
-from memaudit.corpus.sources import load_documents
+from memaudit.corpus.audit import AuditConfig, distinct_texts, write_audit_set
 from memaudit.fileio import atomic_dir, read_json, write_jsonl
 from memaudit.models.sinks import SinkConfig
 from memaudit.models.surgery import remove_sinks
@@ -232,7 +231,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
         step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
         return data, None
     corpus, pretrain_data, base = out / "corpus", out / "pretrain-data", out / "models" / "base"
-    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: _write_halves(cfg.data.corpus, corpus))
+    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: write_halves(cfg.data.corpus, corpus))
     natural = replace(cfg.data, corpus=str(corpus / "pretrain.jsonl"), n_natural=cfg.pretrain.n_natural)
     step(
         "build the pretraining set (the first half)",
@@ -249,12 +248,13 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
     return data, base
 
 
-def _write_halves(corpus: str, out: Path) -> None:
-    """The corpus's documents in two halves, alternate documents each, as JSONL: pretrain.jsonl and finetune.jsonl."""
-    docs = load_documents(corpus)
+def write_halves(corpus: str, out: Path) -> None:
+    """The corpus's distinct documents in two halves, alternate documents each, as JSONL (pretrain.jsonl and
+    finetune.jsonl): no text of the fine-tuning half, members included, was in the base model's pretraining."""
+    texts = distinct_texts(corpus)
     with atomic_dir(out, force=True) as tmp:
         for part, name in enumerate(("pretrain.jsonl", "finetune.jsonl")):
-            write_jsonl(tmp / name, ({"text": text} for text in docs[part::2]))
+            write_jsonl(tmp / name, ({"text": text} for text in texts[part::2]))
 
 
 def _train_step(step: _Steps, name: str, data: Path, model: Path, cfg: TrainConfig, estimate: _Estimate) -> None:

@@ -12,7 +12,9 @@ from rich.console import Console
 
 import memaudit.demo
 from memaudit.cli import main
+from memaudit.corpus.sources import normalize
 from memaudit.demo import QUICK_FINETUNE, run_demo
+from memaudit.fileio import read_jsonl
 
 RUNS = [
     "standard",
@@ -73,6 +75,7 @@ def test_the_oracle_sees_the_natural_text_as_often_as_the_standard_model(tiny_mo
     assert meta["no-repeats"]["epochs"] == pytest.approx(meta["standard"]["epochs"], rel=0.05)
 
 
+HALVES = ("pretrain", "finetune")
 FINETUNE_RUNS = ["standard", "no-repeats", "unlearn-npo"] + [
     f"memsink-{units}-{mode}" for units in ("new", "existing") for mode in ("off", "own", "removed")
 ]
@@ -81,28 +84,31 @@ FINETUNE_RUNS = ["standard", "no-repeats", "unlearn-npo"] + [
 def test_finetune_demo_fine_tunes_one_base_model_four_ways(tmp_path):
     """`memaudit demo --finetune`, shortened: a base pretrained on one half of the corpus, fine-tuned on the other
     half; removing new sink units gives back the base's architecture, removing existing ones narrows it."""
-    few = replace(QUICK_FINETUNE.train, steps=30)
+    few = replace(QUICK_FINETUNE.train, steps=20)
+    (tmp_path / "fast.yaml").write_text("prefix_lens: [32]\nexposure_candidates: 50\nbootstrap: 20\n")
     config = replace(
         QUICK_FINETUNE,
         train=few,
         pretrain=replace(QUICK_FINETUNE.pretrain, train=few, n_natural=300),
         unlearn=replace(QUICK_FINETUNE.unlearn, steps=4, eval_every=2),
+        suite=str(tmp_path / "fast.yaml"),
     )
     doc = run_demo(tmp_path, config=config, console=Console(file=io.StringIO()))
     assert sorted(run["run_dir"].rsplit("/", 1)[-1] for run in doc["runs"]) == sorted(FINETUNE_RUNS)
-    halves = [(tmp_path / "corpus" / f"{half}.jsonl").read_text().splitlines() for half in ("pretrain", "finetune")]
-    assert halves[0] and halves[1] and not set(halves[0]) & set(halves[1])
+    halves = [{normalize(row["text"]) for row in read_jsonl(tmp_path / "corpus" / f"{half}.jsonl")} for half in HALVES]
+    assert halves[0] and halves[1] and not halves[0] & halves[1]  # no text of the fine-tuning half in pretraining
     base = tmp_path / "models" / "base"
     assert json.loads((base / "memaudit.json").read_text())["kind"] == "no-repeats"
 
-    def config_of(model: str) -> dict:
-        return json.loads((tmp_path / "models" / model / "config.json").read_text())
+    def mlp_width(model: str) -> int:
+        config = json.loads((tmp_path / "models" / model / "config.json").read_text())
+        return config["n_inner"] or 4 * config["n_embd"]
 
     for model in ("standard", "no-repeats", "memsink-new", "memsink-existing"):
         assert json.loads((tmp_path / "models" / model / "memaudit.json").read_text())["init"]["source"] == str(base)
-    assert config_of("memsink-new")["n_inner"] == config_of("standard")["n_inner"] + 256
-    assert config_of("memsink-new-removed")["n_inner"] == config_of("standard")["n_inner"]
-    assert config_of("memsink-existing-removed")["n_inner"] < config_of("standard")["n_inner"]
+    width = mlp_width("base")
+    assert mlp_width("memsink-new") == width + 256 and mlp_width("memsink-new-removed") == width
+    assert mlp_width("memsink-existing") == width > mlp_width("memsink-existing-removed")
     by_dir = {run["run_dir"].rsplit("/", 1)[-1]: run["metrics"] for run in doc["runs"]}
     for units in ("new", "existing"):
         removed, off = by_dir[f"memsink-{units}-removed"], by_dir[f"memsink-{units}-off"]

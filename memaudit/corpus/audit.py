@@ -126,7 +126,7 @@ def _canary(rng: random.Random) -> tuple[str, str]:
     return CANARY_TEMPLATE.format(secret=secret), secret
 
 
-def _distinct_texts(corpus: str) -> list[str]:
+def distinct_texts(corpus: str) -> list[str]:
     """The corpus documents in order, each normalized text once: exact duplicates would blur who is a member."""
     seen, texts = set(), []
     for t in load_documents(corpus):
@@ -230,7 +230,7 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
 
     rng = random.Random(config.seed)
     owners = _owners(config)
-    texts = _distinct_texts(config.corpus)
+    texts = distinct_texts(config.corpus)
     rng.shuffle(texts)
     n_members = config.members_per_level * len(config.repeats)
     valid, reserve, pool = _split(config, texts, n_members)
