@@ -8,7 +8,6 @@ import os
 import torch
 from accelerate import PartialState
 
-from memaudit.errors import MemauditError
 from memaudit.precision import usable_cores
 
 
@@ -30,9 +29,7 @@ def configure_threads(threads: int | None = None) -> int:
     cores / processes: with every process on all cores (torch's default), OpenMP oversubscribes
     and two processes on 2 cores each run ~5x slower instead of 2x; and the launchers' own
     default (torchrun and accelerate set OMP_NUM_THREADS=1) leaves most cores idle on a big CPU."""
-    if threads is not None:
-        if threads < 1:
-            raise MemauditError(f"--threads must be at least 1, got {threads}")
+    if threads is not None:  # checked (1..4096) by the config that carries it
         torch.set_num_threads(threads)
         return threads
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)

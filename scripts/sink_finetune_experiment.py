@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from seed_table import mean_range  # scripts/ is on the path when a script runs
 
 from memaudit.corpus.audit import write_audit_set
 from memaudit.corpus.sources import load_documents
@@ -108,14 +109,6 @@ def scan_all(models: dict[str, Path], data: Path) -> dict[str, dict]:
     return results
 
 
-def _mean_range(values: list[float], digits: int = 2) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    return f"{mean:.{digits}f} ({min(values):.{digits}f} – {max(values):.{digits}f})"
-
-
 def table(runs: list[dict[str, dict]]) -> str:
     """Markdown: one row per model, mean (range) over seeds."""
     head = "| model | gap closed | exact x1 | x8 | x32 | x128 | MIA AUC | valid loss |"
@@ -125,10 +118,10 @@ def table(runs: list[dict[str, dict]]) -> str:
         gap = [m.get("memorization.gap_closed", {}).get("value") for m in metrics] if name != "standard" else []
         exact = [[m["extraction.exact_rate"]["by_repeats"][lv]["value"] for m in metrics] for lv in LEVELS]
         cells = [
-            _mean_range(gap) if gap else "0 (reference)",
-            *(_mean_range(e) for e in exact),
-            _mean_range([m["privacy.mia.loss.auc"]["value"] for m in metrics]),
-            _mean_range([m["capability.valid_loss"]["value"] for m in metrics], 3),
+            mean_range(gap) if gap else "0 (reference)",
+            *(mean_range(e) for e in exact),
+            mean_range([m["privacy.mia.loss.auc"]["value"] for m in metrics]),
+            mean_range([m["capability.valid_loss"]["value"] for m in metrics], 3),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

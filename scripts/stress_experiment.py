@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from seed_table import mean_range  # scripts/ is on the path when a script runs
 
 from memaudit.demo import DemoConfig, run_demo
 from memaudit.precision import cpu_description
@@ -70,18 +71,11 @@ def stress_seed(root: Path, seed: int, steps: int) -> list[dict]:
     return results
 
 
-def _mean_range(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    return f"{mean:.{digits}f} ({min(values):.{digits}f} – {max(values):.{digits}f})"
-
-
 def _steps(entries: list[dict]) -> str:
     """Steps to recover over seeds: the recovered ones' mean and range, and how many did not."""
     steps = [e["value"] for e in entries if e.get("within_budget")]
     missed = [e for e in entries if not e.get("within_budget")]
-    shown = _mean_range(steps, 0) if steps else ""
+    shown = mean_range(steps, 0) if steps else ""
     if missed:
         shown += f"{'; ' if shown else ''}> {missed[0]['budget']} in {len(missed)} of {len(entries)}"
     return shown
@@ -101,12 +95,12 @@ def table(results: list[dict]) -> str:
             auc = [r["metrics"]["privacy.mia.loss.auc"]["value"] for r in rows]
             exact = [r["metrics"]["extraction.exact_rate"]["by_repeats"]["128"]["value"] for r in rows]
             cells = [
-                _mean_range([g["before"] for g in gaps]),
-                _mean_range([g["after"] for g in gaps]),
-                _mean_range([k["value"] for k in kept if k]),
+                mean_range([g["before"] for g in gaps]),
+                mean_range([g["after"] for g in gaps]),
+                mean_range([k["value"] for k in kept if k]),
                 _steps(steps) if steps else "–",
-                _mean_range(auc),
-                _mean_range(exact),
+                mean_range(auc),
+                mean_range(exact),
             ]
             lines.append(f"| {name} | `{attack}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -132,6 +132,10 @@ def test_cli_refusals(tiny_data: Path, base: Path, tmp_path: Path) -> None:
         run("data", "build", "--out", tmp_path / "d", "--corpus", corpus, "--id-field", "user_id"),
         f"{corpus}:1: 'user_id' must be an integer or a non-blank string, got null",
     )
+    assert_one_line_error(
+        run("data", "build", "--out", tmp_path / "d", "--tokenizer", base, "--vocab-size", "1000"),
+        "--vocab-size sizes the BPE tokenizer",
+    )
     assert not out.exists() and not (tmp_path / "d").exists()
 
 

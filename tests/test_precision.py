@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 
 from memaudit import precision as prec
-from memaudit.demo import OTHER_WORK_PER_TRAINING_SECOND, _Estimate
+from memaudit.demo import _Estimate
 from memaudit.errors import MemauditError
 from memaudit.parallel import configure_threads
 from memaudit.training.config import TrainConfig
@@ -105,12 +105,12 @@ def test_bf16_alias_and_conflicts_on_the_command_line(tmp_path):
 
 def test_demo_estimates_once_after_the_first_steps():
     console = Console(record=True, width=200)
-    estimate = _Estimate(console, training_steps=900, begin=0.0)
+    estimate = _Estimate(console, training_steps=900, begin=0.0, other_work_ratio=0.6)
     estimate(5, 0.5)
     assert console.export_text() == ""
     estimate(10, 0.5)
     estimate(20, 0.5)
     text = console.export_text()
     assert text.count("estimate:") == 1
-    total = 900 * 0.5 * (1 + OTHER_WORK_PER_TRAINING_SECOND)
+    total = 900 * 0.5 * (1 + 0.6)
     assert f"about {total / 60:.1f} min in all" in text and "0.50 s a training step" in text

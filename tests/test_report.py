@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import synthetic
 from markupsafe import escape
 
 from memaudit.errors import MemauditError
@@ -111,10 +112,7 @@ def fake_results(
 
 
 def write_fake_run(root: Path, name: str, **kwargs) -> Path:
-    run = root / name
-    run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps(fake_results(**kwargs)))
-    return run
+    return synthetic.write_run(root, name, fake_results(**kwargs))
 
 
 @pytest.fixture
