@@ -159,14 +159,13 @@ def _length_matched(
     """(heldout, members): the first reserved texts within the token bounds, and for each the unused pool text
     nearest in token length, so that members and non-members differ in membership, not in length."""
 
-    def n_tokens(t: str) -> int:
-        return len(tokenizer(t, add_special_tokens=False)["input_ids"])
+    def counted(texts: list[str]) -> list[tuple[int, str]]:
+        """(tokens, text) of the texts within the bounds; one batched call (a call a text was most of a build)."""
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        return [(n, t) for n, t in zip(lengths, texts) if config.min_tokens <= n <= config.max_tokens]
 
-    def fits(t: str) -> bool:
-        return config.min_tokens <= n_tokens(t) <= config.max_tokens
-
-    heldout = [t for t in reserve if fits(t)][:n_members]
-    candidates = sorted((n_tokens(t), i, t) for i, t in enumerate(pool) if fits(t))
+    heldout = counted(reserve)[:n_members]
+    candidates = sorted((n, i, t) for i, (n, t) in enumerate(counted(pool)))
     if len(heldout) < n_members or len(candidates) < n_members:
         raise MemauditError(
             f"{config.corpus}: only {min(len(heldout), len(candidates))} documents have "
@@ -174,11 +173,10 @@ def _length_matched(
             "widen min_tokens/max_tokens or lower members_per_level"
         )
     members = []
-    for t in heldout:
-        length = n_tokens(t)
+    for length, _ in heldout:
         best = min(range(len(candidates)), key=lambda j: (abs(candidates[j][0] - length), candidates[j][1]))
         members.append(candidates.pop(best)[2])
-    return heldout, members
+    return [t for _, t in heldout], members
 
 
 def _plant(
