@@ -185,13 +185,12 @@ def run_demo(
     precision: str | None = None,
     threads: int | None = None,
 ) -> dict:
-    """Returns the comparative report document (also written to OUT/report/). `config` replaces
-    the defaults (e.g. more training steps, the full probe suite); `precision` and `threads`, when
-    given, replace the config's for training and unlearning."""
+    """Returns the comparative report document (also written to OUT/report/). `quick` and
+    `finetune` pick the built-in configuration (QUICK, FINETUNE, QUICK_FINETUNE); `config` replaces
+    it (e.g. more training steps, the full probe suite); `precision` and `threads`, when given,
+    replace the config's for training and unlearning."""
     console = console or Console()
-    cfg = config or {(False, False): DemoConfig(), (True, False): QUICK, (False, True): FINETUNE}.get(
-        (quick, finetune), QUICK_FINETUNE
-    )
+    cfg = config or ((QUICK_FINETUNE if quick else FINETUNE) if finetune else (QUICK if quick else DemoConfig()))
     overrides = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
     cfg = replace(cfg, train=replace(cfg.train, **overrides), unlearn=replace(cfg.unlearn, **overrides))
     if cfg.pretrain is not None:
@@ -214,12 +213,12 @@ def run_demo(
 
 def _steps_to_train(cfg: DemoConfig, out: Path) -> int:
     """Training steps of the models not trained yet, for the estimate. Before the audit set exists
-    (`--finetune` pretrains first), the oracle counts at the standard model's steps: ~10% high."""
+    (`--finetune` pretrains first), the oracle counts at the standard model's steps: ~15% high."""
     models = out / "models"
     steps = 0 if cfg.pretrain is None or (models / "base" / "memaudit.json").exists() else cfg.pretrain.train.steps
     data = out / "data"
     if (data / "manifest.json").exists():
-        plan = {name: c.steps for name, c in training_plan(cfg, data, models / "base").items()}
+        plan = {name: c.steps for name, c in training_plan(cfg, data).items()}  # `init` changes no step count
     else:
         plan = dict.fromkeys(["standard", "no-repeats", *cfg.sinks], cfg.train.steps)
     return steps + sum(n for name, n in plan.items() if not (models / name / "memaudit.json").exists())
