@@ -216,7 +216,8 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     """
     from memaudit.corpus.audit import write_audit_set
 
-    if settings["tokenizer"] and click.get_current_context().get_parameter_source("vocab_size").name == "COMMANDLINE":
+    given = click.get_current_context().get_parameter_source("vocab_size") is click.core.ParameterSource.COMMANDLINE
+    if settings["tokenizer"] and given:
         raise MemauditError(
             "--vocab-size sizes the BPE tokenizer trained on the corpus; with --tokenizer the model's own "
             "tokenizer is used as it is: drop one of the two"

@@ -141,7 +141,7 @@ class _Estimate:
     console: Console
     training_steps: int  # of every model still to train
     begin: float
-    other_work_ratio: float = DemoConfig.other_work_ratio
+    other_work_ratio: float  # the config's
     after_steps: int = 10
     printed: bool = False
 
@@ -232,7 +232,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
         step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
         return data, None
     corpus, pretrain_data, base = out / "corpus", out / "pretrain-data", out / "models" / "base"
-    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: write_halves(cfg.data.corpus, corpus))
+    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: _write_halves(cfg.data.corpus, corpus))
     natural = replace(cfg.data, corpus=str(corpus / "pretrain.jsonl"), n_natural=cfg.pretrain.n_natural)
     step(
         "build the pretraining set (the first half)",
@@ -249,7 +249,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
     return data, base
 
 
-def write_halves(corpus: str, out: Path) -> None:
+def _write_halves(corpus: str, out: Path) -> None:
     """The corpus's distinct documents in two halves, alternate documents each, as JSONL (pretrain.jsonl and
     finetune.jsonl): no text of the fine-tuning half, members included, was in the base model's pretraining."""
     texts = distinct_texts(corpus)

@@ -548,7 +548,11 @@ def _valid_loss(x: MetricInputs) -> dict | None:
     if not x.valid:
         return None
     nll, tokens = (np.array(column) for column in zip(*x.valid))
-    pooled = lambda idx: nll[idx.astype(int)].sum(axis=-1) / tokens[idx.astype(int)].sum(axis=-1)  # noqa: E731
+
+    def pooled(idx: np.ndarray) -> np.ndarray | float:
+        docs = idx.astype(int)
+        return nll[docs].sum(axis=-1) / tokens[docs].sum(axis=-1)
+
     return x.summary([np.arange(len(x.valid))], pooled)
 
 

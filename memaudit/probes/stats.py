@@ -22,9 +22,10 @@ def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Statistic, n_boot: in
         return None
     rng = np.random.default_rng(seed)
     chunk = max(1, MAX_RESAMPLED // max(len(s) for s in samples))
+    sizes = [min(chunk, n_boot - start) for start in range(0, n_boot, chunk)]
     draws = [
         np.asarray(statistic(*(s[rng.integers(0, len(s), (size, len(s)))] for s in samples)), dtype=float)
-        for size in (min(chunk, n_boot - start) for start in range(0, n_boot, chunk))
+        for size in sizes
     ]
     low, high = np.nanpercentile(np.concatenate(draws), [2.5, 97.5])
     return [float(low), float(high)]
