@@ -36,8 +36,10 @@ _RC = {
 
 
 def _svg(fig: Figure) -> str:
+    """The figure at its own size: its constrained layout already keeps every label inside, so no
+    tight bounding box, which would lay out and draw the whole figure once more (~30% of the time)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
