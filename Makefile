@@ -25,8 +25,9 @@ browser:
 demo: $(VENV)/.installed
 	$(VENV)/bin/memaudit demo --out reports/demo
 
+# One pytest-xdist worker per core (at most 4), each with its share of the torch threads.
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,24 +1,62 @@
 """Shared fixtures: one tiny audit set and tiny models trained once per test session (seconds
-on 2 cores), so behavioural tests check real memorization, not mocks."""
+on 2 cores), so behavioural tests check real memorization, not mocks.
+
+`make test` runs pytest-xdist workers, one per core, each with cores / workers torch threads. The
+session's expensive builds (the audit set, the tiny models, the quick demo) are made once for all
+workers, in the directory they share, each under a lock; the workers start on different models,
+so two cores train two models at once."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 
 from memaudit.corpus.audit import write_audit_set
 from memaudit.demo import QUICK, training_plan
+from memaudit.precision import usable_cores
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import train
 
 transformers.logging.set_verbosity_error()
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist; "" without it
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+
+
+def pytest_configure(config) -> None:
+    if WORKERS > 1:  # each worker its share of the cores: two torch processes on all of them thrash
+        torch.set_num_threads(max(1, usable_cores() // WORKERS))
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> Path:
+    """Where builds shared by every worker of the session go: the parent of the workers' own
+    temporary dirs under xdist, the session's temporary dir without it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if WORKER else base
+
+
+def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> Path:
+    """`out`, built by whichever worker asks first while the others wait for it. `out / done`
+    exists once a build is complete (a run dir is renamed into place whole, so by default `out`
+    itself); a build that failed half-way is taken up again by the next worker that asks."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / done).exists():
+            build(out)
+    return out
+
 
 # The tests' tiny setting is `memaudit demo --quick`'s: 1M-parameter GPT-2s that memorize the
 # 64x members in ~15 s of training (300 steps, ~5 epochs of a small audit set, vocab 512). The
@@ -28,10 +66,8 @@ TINY_TRAIN = QUICK.train
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    write_audit_set(TINY_DATA, out)
-    return out
+def tiny_data(shared_dir) -> Path:
+    return built_once(shared_dir / "tiny-data", lambda out: write_audit_set(TINY_DATA, out))
 
 
 @pytest.fixture(scope="session")
@@ -42,19 +78,30 @@ def tiny_plan(tiny_data) -> dict[str, TrainConfig]:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tiny_data, tiny_plan, tmp_path_factory) -> dict[str, Path]:
-    """A standard and a no-repeats model, as the quick demo trains them."""
-    root = tmp_path_factory.mktemp("models")
+def tiny_trained(tiny_data, tiny_plan, shared_dir) -> dict[str, Path]:
+    """The quick demo's three models. Each worker starts on another one and then takes the rest,
+    each trained by whichever worker reaches it first."""
+    names = list(tiny_plan)
+    first = int(WORKER.removeprefix("gw") or 0) % len(names)
     return {
-        name: train(tiny_data, root / name, tiny_plan[name], progress=False).path for name in ("standard", "no-repeats")
+        name: built_once(
+            shared_dir / "tiny-models" / name,
+            lambda out, cfg=tiny_plan[name]: train(tiny_data, out, cfg, progress=False),
+        )
+        for name in names[first:] + names[:first]
     }
 
 
 @pytest.fixture(scope="session")
-def tiny_memsink(tiny_data, tiny_plan, tmp_path_factory) -> Path:
+def tiny_models(tiny_trained) -> dict[str, Path]:
+    """A standard and a no-repeats model, as the quick demo trains them."""
+    return {name: tiny_trained[name] for name in ("standard", "no-repeats")}
+
+
+@pytest.fixture(scope="session")
+def tiny_memsink(tiny_trained) -> Path:
     """A MemSink model trained exactly like the standard one of tiny_models."""
-    out = tmp_path_factory.mktemp("models") / "memsink"
-    return train(tiny_data, out, tiny_plan["memsink"], progress=False).path
+    return tiny_trained["memsink"]
 
 
 def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
@@ -70,18 +117,19 @@ def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def quick_demo(tiny_data, tiny_models, tiny_memsink, tmp_path_factory) -> Path:
+def quick_demo(tiny_data, tiny_trained, shared_dir) -> Path:
     """`memaudit demo --quick`: the whole path, once per session. Its audit set and three models
     are the fixtures' (the same settings give the same bytes), copied in, so the demo skips their
     steps as it does on a rerun and goes on from there."""
     from memaudit.demo import run_demo
 
-    out = tmp_path_factory.mktemp("demo") / "quick"
-    shutil.copytree(tiny_data, out / "data")
-    for name, path in {**tiny_models, "memsink": tiny_memsink}.items():
-        shutil.copytree(path, out / "models" / name)
-    run_demo(out, quick=True)
-    return out
+    def build(out: Path) -> None:
+        shutil.copytree(tiny_data, out / "data", dirs_exist_ok=True)
+        for name, path in tiny_trained.items():
+            shutil.copytree(path, out / "models" / name, dirs_exist_ok=True)
+        run_demo(out, quick=True)
+
+    return built_once(shared_dir / "quick-demo", build, done="report/results.json")
 
 
 @contextlib.contextmanager
