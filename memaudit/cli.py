@@ -826,9 +826,11 @@ def demo(
     """
     from memaudit.demo import run_demo
 
-    run_demo(
-        out, quick=quick, finetune=finetune, precision=pick_precision(precision, legacy_precision), threads=threads
-    )
+    # Unless asked for, each demo keeps its own precision: `auto`, or fp32 for the --quick ones (1M-parameter
+    # models gain little from bf16, and fp32 makes them the same on every CPU).
+    asked = click.get_current_context().get_parameter_source("precision") is click.core.ParameterSource.COMMANDLINE
+    chosen = pick_precision(precision, legacy_precision) if asked or legacy_precision else None
+    run_demo(out, quick=quick, finetune=finetune, precision=chosen, threads=threads)
 
 
 @main.command("metrics")

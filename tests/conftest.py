@@ -24,6 +24,7 @@ import transformers
 from memaudit.corpus.audit import write_audit_set
 from memaudit.demo import QUICK, training_plan
 from memaudit.precision import usable_cores
+from memaudit.probes.config import ScanConfig
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import train
 
@@ -63,6 +64,8 @@ def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> P
 # fixtures train the quick demo's own three models once, and the quick demo reuses them.
 TINY_DATA = QUICK.data
 TINY_TRAIN = QUICK.train
+# For tests that read losses and extraction only: no canary exposure, prefix sweep or intervals.
+LEAN_SCAN = ScanConfig(name="lean", prefix_lens=(32,), exposure_candidates=0, bootstrap=0)
 
 
 @pytest.fixture(scope="session")

@@ -123,3 +123,7 @@ def test_demo_command_passes_its_flags(monkeypatch):
     result = CliRunner().invoke(main, ["demo", "--finetune", "--out", "x", "--precision", "fp32", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert calls == [(Path("x"), {"quick": False, "finetune": True, "precision": "fp32", "threads": 1})]
+    for flags, precision in ((["--quick"], None), (["--quick", "--bf16"], "bf16"), (["--precision", "auto"], "auto")):
+        calls.clear()
+        assert CliRunner().invoke(main, ["demo", *flags, "--out", "x"]).exit_code == 0
+        assert calls[0][1]["precision"] == precision  # not given: the demo's own (fp32 for --quick)

@@ -8,12 +8,9 @@ import pytest
 
 from memaudit.corpus.audit_file import load_audit_rows
 from memaudit.errors import MemauditError
-from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
-from tests.conftest import memaudit_cli
-
-CFG = ScanConfig(bootstrap=100)
+from tests.conftest import LEAN_SCAN, memaudit_cli
 
 
 def audit_rows(tiny_data):
@@ -57,8 +54,10 @@ def test_scan_with_an_audit_file_matches_the_data_dir_scan(tiny_models, tiny_dat
     )
     held = tmp_path / "held.csv"
     pd.DataFrame({"text": [r["text"] for r in rows if not r["repeats"]]}).to_csv(held, index=False)
-    from_file = scan(tiny_models["standard"], audit_rows=load_audit_rows(members, held), config=CFG)
-    from_dir = scan(tiny_models["standard"], data_dir=tiny_data, config=CFG)
+    from_file = scan(
+        tiny_models["standard"], audit_rows=load_audit_rows(members, held), config=LEAN_SCAN, emitted=False
+    )
+    from_dir = scan(tiny_models["standard"], data_dir=tiny_data, config=LEAN_SCAN, emitted=False)
     for name in ("memorization.member_loss", "extraction.exact_rate", "memorization.loss_gap"):
         assert from_file["metrics"][name]["value"] == pytest.approx(from_dir["metrics"][name]["value"], abs=1e-6)
     assert "capability.valid_loss" not in from_file["metrics"]  # no --valid given
@@ -67,12 +66,12 @@ def test_scan_with_an_audit_file_matches_the_data_dir_scan(tiny_models, tiny_dat
 def test_too_long_sequences_are_truncated_and_counted(tiny_models, tiny_data):
     rows = audit_rows(tiny_data)
     rows.append({"doc_id": 7, "text": " ".join(["word"] * 2000), "repeats": 0, "kind": "heldout"})
-    results = scan(tiny_models["standard"], audit_rows=rows, config=CFG)
+    results = scan(tiny_models["standard"], audit_rows=rows, config=LEAN_SCAN, emitted=False)
     assert results["counts"]["truncated_to_context"] == 1
 
 
 def test_emitted_continuation_is_the_true_suffix_when_extracted(tiny_models, tiny_data):
-    results = scan(tiny_models["standard"], data_dir=tiny_data, config=CFG)
+    results = scan(tiny_models["standard"], data_dir=tiny_data, config=LEAN_SCAN)
     extracted = [r for r in results["sequences"] if r.get("exact")]
     assert extracted and all(r["emitted"] == r["suffix"] for r in extracted)
     assert any(r["emitted"] != r["suffix"] for r in results["sequences"] if r.get("exact") is False)

@@ -23,11 +23,10 @@ from memaudit.models.io import load_model
 from memaudit.models.sink_config import parse_sink_units
 from memaudit.models.sinks import SinkConfig, Sinks
 from memaudit.models.surgery import add_sink_units, prune_sink_units
-from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import LossSet, evaluate_losses, train
-from tests.conftest import TINY_DATA, TINY_TRAIN
+from tests.conftest import LEAN_SCAN, TINY_DATA, TINY_TRAIN
 from tests.test_cli import assert_one_line_error
 
 USERS = 12
@@ -225,8 +224,7 @@ def test_freeze_base_keeps_every_pretrained_weight(base: Path, user_data: Path, 
 
 def test_own_mode_scans_key_sinks_on_owners(sink_ft: Path, user_data: Path) -> None:
     """`scan model --sinks own` switches on each member's owner's sinks, as training did."""
-    config = ScanConfig(bootstrap=0, exposure_candidates=0, prefix_lens=(32,))
-    runs = [scan(sink_ft, data_dir=user_data, sinks_mode=m, config=config, emitted=False) for m in ("own", "off")]
+    runs = [scan(sink_ft, data_dir=user_data, sinks_mode=m, config=LEAN_SCAN, emitted=False) for m in ("own", "off")]
     own, off = runs
     loss = lambda results: results["metrics"]["memorization.member_loss"]["value"]  # noqa: E731
     assert loss(own) < loss(off) - 0.3

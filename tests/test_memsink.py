@@ -12,12 +12,10 @@ from memaudit.cli import main
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.models.io import load_model
-from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan
 from memaudit.probes.scoring import score_sequences
+from tests.conftest import LEAN_SCAN
 from tests.test_cli import assert_one_line_error
-
-CFG = ScanConfig(bootstrap=100)
 
 
 def member_loss(results, level=None):
@@ -39,9 +37,9 @@ def test_memsink_dir_records_sinks_and_reloads_them(tiny_memsink):
 
 
 def test_memorization_moves_into_the_sinks(tiny_memsink, tiny_models, tiny_data):
-    off = scan(tiny_memsink, data_dir=tiny_data, config=CFG)
-    own = scan(tiny_memsink, data_dir=tiny_data, sinks_mode="own", config=CFG)
-    standard = scan(tiny_models["standard"], data_dir=tiny_data, config=CFG)
+    off = scan(tiny_memsink, data_dir=tiny_data, config=LEAN_SCAN, emitted=False)
+    own = scan(tiny_memsink, data_dir=tiny_data, sinks_mode="own", config=LEAN_SCAN, emitted=False)
+    standard = scan(tiny_models["standard"], data_dir=tiny_data, config=LEAN_SCAN, emitted=False)
     assert off["model"]["sink_mode"] == "off" and own["model"]["sink_mode"] == "own"
     top = max(int(k) for k in off["metrics"]["memorization.member_loss"]["by_repeats"])
     # With each member's own sinks on, the model fits members as the standard model does...
