@@ -8,9 +8,11 @@ scanned with the `ci` suite against its seed's standard fine-tune. Prints the ta
 range over seeds), the machine and the time each phase took.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/sink_finetune_experiment.py --out reports/sink-ft [--seeds 0,1,2]
+        [--pretrain-seed 0] [--threads 1]
 
-The pretrained model and the data dirs are shared by the seeds (the seed is the fine-tuning's).
-Everything finished is kept: a rerun continues where it was."""
+The pretrained model and the data dirs are shared by the seeds (`--seeds` are the fine-tuning's;
+`--pretrain-seed` the base model's: give each its own `--out`). Everything finished is kept: a
+rerun continues where it was."""
 
 from __future__ import annotations
 
@@ -36,12 +38,11 @@ from memaudit.training.loop import train
 from memaudit.unlearning.run import unlearn
 
 NEW_UNITS = 512  # half the pretrained width (1024): a pool of a third of the widened MLP, like G = 0.7
-ONE_THREAD_FP32 = dict(threads=1, precision="fp32")
 PRETRAIN = TrainConfig(
-    arch="gpt2-5m", steps=300, batch_size=8, lr=2e-3, warmup_steps=20, no_repeats=True, **ONE_THREAD_FP32
+    arch="gpt2-5m", steps=300, batch_size=8, lr=2e-3, warmup_steps=20, no_repeats=True, precision="fp32"
 )
 # The demo's training regime (300 steps of 8 x 128 tokens at 2e-3): at 200 steps and 1e-3 nothing was extracted.
-FINETUNE = TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup_steps=20, **ONE_THREAD_FP32)
+FINETUNE = TrainConfig(steps=300, batch_size=8, lr=2e-3, warmup_steps=20, precision="fp32")
 MODELS = {  # name -> what the table calls it
     "standard": "standard fine-tuning",
     "sinks-new": f"sink fine-tuning, new:{NEW_UNITS} (sinks off)",
@@ -63,7 +64,7 @@ def halves(root: Path) -> tuple[Path, Path]:
     return paths
 
 
-def prepare(root: Path) -> tuple[Path, Path]:
+def prepare(root: Path, pretrain: TrainConfig) -> tuple[Path, Path]:
     """The pretrained model (natural text of the first half only) and the fine-tuning data dir."""
     pre_corpus, ft_corpus = halves(root)
     lean = DemoConfig().data
@@ -71,13 +72,13 @@ def prepare(root: Path) -> tuple[Path, Path]:
     if not pre_data.exists():
         write_audit_set(replace(lean, corpus=str(pre_corpus), n_natural=3000), pre_data)
     if not base.exists():
-        train(pre_data, base, PRETRAIN, progress=False)
+        train(pre_data, base, pretrain, progress=False)
     if not ft_data.exists():
         write_audit_set(replace(lean, corpus=str(ft_corpus), tokenizer=str(base)), ft_data)
     return base, ft_data
 
 
-def fine_tune(root: Path, base: Path, data: Path, seed: int) -> dict[str, Path]:
+def fine_tune(root: Path, base: Path, data: Path, seed: int, threads: int) -> dict[str, Path]:
     """The five models of one seed."""
     models = root / f"seed{seed}"
     sinks = SinkConfig(0.7, 0.3)
@@ -89,9 +90,10 @@ def fine_tune(root: Path, base: Path, data: Path, seed: int) -> dict[str, Path]:
     }
     for name, changes in configs.items():
         if not (models / name).exists():
-            train(data, models / name, replace(FINETUNE, init=str(base), seed=seed, **changes), progress=False)
+            config = replace(FINETUNE, init=str(base), seed=seed, threads=threads, **changes)
+            train(data, models / name, config, progress=False)
     if not (models / "npo").exists():
-        config = replace(DemoConfig().unlearn, method="npo", seed=seed, **ONE_THREAD_FP32)
+        config = replace(DemoConfig().unlearn, method="npo", seed=seed, threads=threads, precision="fp32")
         unlearn(models / "standard", data, models / "npo", config, progress=False)
     return {name: models / name for name in MODELS}
 
@@ -130,21 +132,25 @@ def table(runs: list[dict[str, dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds")
+    parser.add_argument("--pretrain-seed", type=int, default=0, help="the base model's seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: room for other jobs)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     seconds, start = {}, time.perf_counter()
-    base, data = prepare(args.out)
+    base, data = prepare(args.out, replace(PRETRAIN, seed=args.pretrain_seed, threads=args.threads))
     seconds["pretrain and data"] = time.perf_counter() - start
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
-        models = fine_tune(args.out, base, data, seed)
+        models = fine_tune(args.out, base, data, seed, args.threads)
         seconds[f"seed {seed}: fine-tune"] = time.perf_counter() - start
         start = time.perf_counter()
         runs.append(scan_all(models, data))
         seconds[f"seed {seed}: scans"] = time.perf_counter() - start
-    print(f"machine: {cpu_description()}; torch {torch.__version__}, 1 thread, fp32")
+    print(f"machine: {cpu_description()}; torch {torch.__version__}, {args.threads} thread(s), fp32")
+    base_valid = json.loads((base / "memaudit.json").read_text())["final"]["valid_loss"]
+    print(f"base model (pretraining seed {args.pretrain_seed}): validation loss {base_valid:.3f}")
     print("time (this run): " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     print(table(runs))
 

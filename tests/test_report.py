@@ -22,7 +22,7 @@ from memaudit.report.compare import compare_runs, pareto_front
 from memaudit.report.console import print_report
 from memaudit.report.gate import evaluate_gates, write_junit
 from memaudit.report.render import markdown, write_report, write_run
-from memaudit.report.verdict import verdicts
+from memaudit.report.verdict import guard_note, verdicts
 
 OUTPUTS = ["report.html", "results.json", "sequences.csv", "summary.csv", "summary.md"]
 PAYLOAD = '<script>document.title="PWNED";window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -237,6 +237,28 @@ def test_verdicts_name_the_leaking_models_and_why(three_runs, tmp_path, capsys):
     assert verdict.count('class="leaks"') == 2 and verdict.count('class="clean"') == 2
     print_report(doc)
     assert "standard !" in capsys.readouterr().out
+
+
+def test_a_run_its_guard_stopped_says_so_in_every_view(three_runs, tmp_path, capsys):
+    """An unlearning run stopped by --max-degradation at its first evaluation keeps its input: the report must
+    say why that model scores exactly like the standard one."""
+    stopped = fake_results(kind="unlearned", member=1.0, nonmember=3.0, valid=4.0, exact=0.5)
+    reason = "valid loss 9.292 at step 10 is more than max_degradation 0.5 above the starting 4.143"
+    stopped["model"]["trained"] = {"method": "ga", "steps": 30, "steps_done": 0, "stopped_early": True,
+                                   "stop_reason": reason, "stopped_at_step": 10}  # fmt: skip
+    doc = compare_runs([*three_runs, synthetic.write_run(tmp_path, "ga", stopped)])
+    notes = {v.label: v.note for v in verdicts(doc)}
+    assert notes["unlearned"] == (
+        f"unlearning stopped at step 10 by the max-degradation guard ({reason}); this model is the input model unchanged"
+    )
+    assert [label for label, note in notes.items() if note] == ["unlearned"]
+    later = {"model": {"trained": stopped["model"]["trained"] | {"steps_done": 20, "steps": 60}}}
+    assert guard_note(later).endswith("this model is the state after 20 of 60 steps")
+    assert f"({notes['unlearned']})" in markdown(doc)
+    page = write_report(doc, tmp_path / "r").joinpath("report.html").read_text()
+    assert f'<span class="note">{escape(notes["unlearned"])}</span>' in page
+    print_report(doc)
+    assert "note: unlearned: unlearning stopped at step 10" in " ".join(capsys.readouterr().out.split())
 
 
 def test_chart_labels_never_overlap():

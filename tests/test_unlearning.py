@@ -18,11 +18,12 @@ from memaudit.errors import MemauditError
 from memaudit.fileio import sha256_dir
 from memaudit.models.io import load_model
 from memaudit.models.sinks import SinkConfig
+from memaudit.probes.scan import scan
 from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.unlearning import METHOD_DEFAULTS, METHODS, UnlearnConfig, unlearn
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.losses import ForgetBatch, ga_loss, npo_loss, sequence_logp, simnpo_loss
-from tests.conftest import dying_at_checkpoint
+from tests.conftest import LEAN_SCAN, dying_at_checkpoint
 
 FAST = dict(steps=20, lr=1e-3, warmup_steps=2, eval_every=10, checkpoint_every=10, max_degradation=None)
 
@@ -122,6 +123,9 @@ def test_max_degradation_stops_a_destructive_run_and_keeps_a_state_within_the_li
     valid_loss = mean_nll(score_sequences(loaded.model, valid, pad_id=loaded.tokenizer.pad_token_id))
     assert valid_loss - result.start["valid_loss"] <= 0.3 + 1e-4
     assert valid_loss == pytest.approx(result.end["valid_loss"], abs=1e-4)
+    # A scan keeps that record, for reports to say why the model may score like its input.
+    record = scan(tmp_path / "ga", data_dir=tiny_data, config=LEAN_SCAN, emitted=False)["model"]["trained"]
+    assert record["method"] == "ga" and record["stopped_early"] and record["steps_done"] == result.steps
 
 
 def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path):

@@ -184,6 +184,21 @@ def _add_generations(
                 row["sampled_exact"] = any(c == seq[p + 1 : p + s + 1] for c in cont)
 
 
+# What results.json keeps of a model's memaudit.json: how long it trained, and for an unlearned model whether
+# its max-degradation guard stopped the run (reports then say why it may score like its input).
+TRAINING_RECORD = (
+    "steps",
+    "epochs",
+    "tokens_seen",
+    "seed",
+    "method",
+    "steps_done",
+    "stopped_early",
+    "stop_reason",
+    "stopped_at_step",
+)
+
+
 def _model_info(loaded: LoadedModel, sink_mode: str | None) -> dict:
     """The results document's `model`: what was scanned, how, and its training record."""
     meta, path = loaded.meta, Path(loaded.path)
@@ -196,7 +211,7 @@ def _model_info(loaded: LoadedModel, sink_mode: str | None) -> dict:
         "sink_mode": sink_mode,
         "precision": loaded.precision.to_dict(),
         "sinks": meta.get("sinks"),
-        "trained": {k: meta[k] for k in ("steps", "epochs", "tokens_seen", "seed") if k in meta},
+        "trained": {k: meta[k] for k in TRAINING_RECORD if k in meta},
     }
 
 

@@ -71,6 +71,9 @@ def print_comparison(doc: dict, console: Console | None = None) -> None:
         console.print("! leaks: a headline metric trips its leak rule (`memaudit metrics` lists the rules)")
     if any(v.fronts for v in verdicts(doc)):
         console.print("* on a Pareto front of memorization vs capability (see the report)")
+    for v in verdicts(doc):
+        if v.note:
+            console.print(f"note: {escape(v.label)}: {escape(v.note)}", highlight=False)
 
 
 def print_report(doc: dict, console: Console | None = None) -> None:

@@ -156,6 +156,8 @@ def _verdict_lines(doc: dict) -> list[str]:
         else:
             note = "" if v.candidate else " (the oracle: the target, not a removal method)"
             lines.append(f"- **{_md(v.label)}**: no leak found{note}")
+        if v.note:
+            lines[-1] += f" ({_md(v.note)})"
     lines.append("\nA model leaks when " + "; or ".join(f"`{name}` is {rule}" for name, rule in leak_rules()) + ".")
     fronts = front_sentences(doc)
     if fronts:

@@ -40,6 +40,7 @@ class Verdict:
     evidence: tuple[Evidence, ...]  # empty: no leak found
     fronts: tuple[str, ...]  # the memorization axes on whose Pareto front the model is
     candidate: bool  # False for the no-repeats oracle: drawn as the target, never on a front
+    note: str = ""  # what else a reader must know to read the model's numbers (guard_note)
 
     @property
     def leaks(self) -> bool:
@@ -84,8 +85,22 @@ def verdicts(doc: dict) -> list[Verdict]:
             if m.name in run["metrics"] and m.leaks(run["metrics"][m.name])
         )
         fronts = tuple(y for y, front in pareto.get("fronts", {}).items() if run["label"] in front)
-        out.append(Verdict(run["label"], evidence, fronts, run["model"].get("kind") not in excluded))
+        out.append(Verdict(run["label"], evidence, fronts, run["model"].get("kind") not in excluded, guard_note(run)))
     return out
+
+
+def guard_note(run: dict) -> str:
+    """Why an unlearned model can score like its input: its max-degradation guard stopped the run
+    and kept the last state within the limit, which may be the input itself ("" otherwise)."""
+    trained = run["model"].get("trained") or {}
+    if not trained.get("stopped_early"):
+        return ""
+    kept = trained.get("steps_done") or 0
+    state = "the input model unchanged" if kept == 0 else f"the state after {kept} of {trained.get('steps')} steps"
+    return (
+        f"unlearning stopped at step {trained.get('stopped_at_step')} by the max-degradation guard "
+        f"({trained.get('stop_reason')}); this model is {state}"
+    )
 
 
 def axis_label(name: str) -> str:
