@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,14 @@ def shared_dir(tmp_path_factory) -> Path:
     temporary dirs under xdist, the session's temporary dir without it."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if WORKER else base
+
+
+def in_worker_order(names: Iterable[str]) -> list[str]:
+    """`names` rotated by the worker's number, so that workers building a list of things with
+    built_once each start on a different one."""
+    names = list(names)
+    first = int(WORKER.removeprefix("gw") or 0) % len(names)
+    return names[first:] + names[:first]
 
 
 def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> Path:
@@ -84,14 +92,12 @@ def tiny_plan(tiny_data) -> dict[str, TrainConfig]:
 def tiny_trained(tiny_data, tiny_plan, shared_dir) -> dict[str, Path]:
     """The quick demo's three models. Each worker starts on another one and then takes the rest,
     each trained by whichever worker reaches it first."""
-    names = list(tiny_plan)
-    first = int(WORKER.removeprefix("gw") or 0) % len(names)
     return {
         name: built_once(
             shared_dir / "tiny-models" / name,
             lambda out, cfg=tiny_plan[name]: train(tiny_data, out, cfg, progress=False),
         )
-        for name in names[first:] + names[:first]
+        for name in in_worker_order(tiny_plan)
     }
 
 

@@ -26,7 +26,7 @@ from memaudit.models.surgery import add_sink_units, prune_sink_units
 from memaudit.probes.scan import scan
 from memaudit.training.config import TrainConfig
 from memaudit.training.loop import LossSet, evaluate_losses, train
-from tests.conftest import LEAN_SCAN, TINY_DATA, TINY_TRAIN
+from tests.conftest import LEAN_SCAN, TINY_DATA, TINY_TRAIN, built_once
 from tests.test_cli import assert_one_line_error
 
 USERS = 12
@@ -37,31 +37,34 @@ def run(*args: object):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+# Built once for all test workers (conftest.built_once), like the session's tiny models.
 @pytest.fixture(scope="module")
-def base(tiny_data: Path, tmp_path_factory) -> Path:
+def base(tiny_data: Path, shared_dir: Path) -> Path:
     """The "pretrained" model: gpt2-1m trained on natural text only (the members never seen)."""
-    out = tmp_path_factory.mktemp("finetune") / "base"
-    return train(tiny_data, out, replace(TINY_TRAIN, steps=60, no_repeats=True), progress=False).path
+    config = replace(TINY_TRAIN, steps=60, no_repeats=True)
+    return built_once(shared_dir / "finetune-base", lambda out: train(tiny_data, out, config, progress=False))
 
 
 @pytest.fixture(scope="module")
-def user_data(base: Path, tmp_path_factory) -> Path:
+def user_data(base: Path, shared_dir: Path) -> Path:
     """A data dir in the base model's tokenizer whose rows belong to USERS users (ids: strings)."""
-    root = tmp_path_factory.mktemp("users")
-    corpus = root / "corpus.jsonl"
-    rows = [{"text": t, "user_id": f"user{i % USERS}"} for i, t in enumerate(load_documents("austen")[:900])]
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = replace(TINY_DATA, corpus=str(corpus), tokenizer=str(base), id_field="user_id")
-    write_audit_set(config, root / "data")
-    return root / "data"
+
+    def build(root: Path) -> None:
+        root.mkdir(exist_ok=True)
+        corpus = root / "corpus.jsonl"
+        rows = [{"text": t, "user_id": f"user{i % USERS}"} for i, t in enumerate(load_documents("austen")[:900])]
+        corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_audit_set(replace(TINY_DATA, corpus=str(corpus), tokenizer=str(base), id_field="user_id"), root / "data")
+
+    return built_once(shared_dir / "finetune-users", build, done="data") / "data"
 
 
 @pytest.fixture(scope="module")
-def sink_ft(base: Path, user_data: Path, tmp_path_factory) -> Path:
+def sink_ft(base: Path, user_data: Path, shared_dir: Path) -> Path:
     """The base model sink fine-tuned with new units on the users' data, disjoint scheme."""
     sinks = SinkConfig(scheme="disjoint", groups=4, new_units=NEW_UNITS).to_dict()
-    out = tmp_path_factory.mktemp("finetune") / "sink-ft"
-    return train(user_data, out, replace(TINY_TRAIN, init=str(base), sinks=sinks), progress=False).path
+    config = replace(TINY_TRAIN, init=str(base), sinks=sinks)
+    return built_once(shared_dir / "finetune-sinks", lambda out: train(user_data, out, config, progress=False))
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
