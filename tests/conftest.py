@@ -58,7 +58,8 @@ def in_worker_order(names: Iterable[str]) -> list[str]:
 def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> Path:
     """`out`, built by whichever worker asks first while the others wait for it. `out / done`
     exists once a build is complete (a run dir is renamed into place whole, so by default `out`
-    itself); a build that failed half-way is taken up again by the next worker that asks."""
+    itself); after a failed build the next worker that asks tries again. Tests only read what it
+    built: a test that writes works on a copy."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

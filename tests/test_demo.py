@@ -3,6 +3,7 @@ a rerun skips what is done."""
 
 import io
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def test_demo_writes_every_model_run_and_the_report(quick_demo):
     assert "privacy.mia.ref.auc" in by_dir["standard"]["metrics"]  # scanned against the oracle
 
 
-def test_rerun_skips_every_step(quick_demo):
-    result = CliRunner().invoke(main, ["demo", "--quick", "--out", str(quick_demo)])
+def test_rerun_skips_every_step(quick_demo, tmp_path):
+    rerun = shutil.copytree(quick_demo, tmp_path / "demo")  # a copy: other test workers read the shared one
+    result = CliRunner().invoke(main, ["demo", "--quick", "--out", str(rerun)])
     assert result.exit_code == 0, result.output
     assert "everything was done already" in result.output
     assert result.output.count("done already") >= 15
