@@ -25,9 +25,9 @@ browser:
 demo: $(VENV)/.installed
 	$(VENV)/bin/memaudit demo --out reports/demo
 
-# One pytest-xdist worker per core (at most 4), each with its share of the torch threads.
+# One pytest-xdist worker per usable core (at most 4; tests/conftest.py), each with its share of the torch threads.
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q -n auto --maxprocesses 4
+	$(PY) -m pytest -q -n auto
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

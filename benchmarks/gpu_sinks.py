@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -27,6 +26,7 @@ import transformers
 
 from memaudit.corpus.audit import write_audit_set
 from memaudit.demo import DemoConfig, training_plan
+from memaudit.precision import cpu_description
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
 from memaudit.training.loop import train
@@ -36,7 +36,7 @@ HEADLINE = ("memorization.member_loss", "extraction.exact_rate", "privacy.mia.lo
 
 def device_description() -> dict:
     if not torch.cuda.is_available():
-        return {"device": f"CPU ({platform.processor() or platform.machine()})"}
+        return {"device": cpu_description()}
     props = torch.cuda.get_device_properties(0)
     return {
         "device": props.name,

@@ -820,6 +820,8 @@ def demo(
     standard, with new sink units (new:512), with its own units as sinks (existing), and without
     the members (the oracle); NPO unlearns the standard fine-tune.
 
+    --quick trains in fp32 unless --precision is given.
+
     \b
     Examples:  memaudit demo --out reports/demo
                memaudit demo --finetune --out reports/demo-finetune
@@ -827,7 +829,7 @@ def demo(
     from memaudit.demo import run_demo
 
     # Unless asked for, each demo keeps its own precision: `auto`, or fp32 for the --quick ones (1M-parameter
-    # models gain little from bf16, and fp32 makes them the same on every CPU).
+    # models gain little from bf16, and fp32 makes them reproduce across CPUs to float tolerance).
     asked = click.get_current_context().get_parameter_source("precision") is click.core.ParameterSource.COMMANDLINE
     chosen = pick_precision(precision, legacy_precision) if asked or legacy_precision else None
     run_demo(out, quick=quick, finetune=finetune, precision=chosen, threads=threads)

@@ -73,6 +73,11 @@ def prepare(root: Path, pretrain: TrainConfig) -> tuple[Path, Path]:
         write_audit_set(replace(lean, corpus=str(pre_corpus), n_natural=3000), pre_data)
     if not base.exists():
         train(pre_data, base, pretrain, progress=False)
+    trained_with = json.loads((base / "memaudit.json").read_text())["seed"]
+    if trained_with != pretrain.seed:
+        raise SystemExit(
+            f"{base} was pretrained with seed {trained_with}, not {pretrain.seed}: give each base its own --out"
+        )
     if not ft_data.exists():
         write_audit_set(replace(lean, corpus=str(ft_corpus), tokenizer=str(base)), ft_data)
     return base, ft_data

@@ -39,6 +39,12 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(max(1, usable_cores() // WORKERS))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may use (its affinity, not the host's cores), at most 4."""
+    return min(4, usable_cores())
+
+
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     """Where builds shared by every worker of the session go: the parent of the workers' own
@@ -58,8 +64,9 @@ def in_worker_order(names: Iterable[str]) -> list[str]:
 def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> Path:
     """`out`, built by whichever worker asks first while the others wait for it. `out / done`
     exists once a build is complete (a run dir is renamed into place whole, so by default `out`
-    itself); after a failed build the next worker that asks tries again. Tests only read what it
-    built: a test that writes works on a copy."""
+    itself); after a failed build the next worker that asks tries again (training and unlearning
+    builds pass `force`, so they start over rather than stop at what a failed run left behind).
+    Tests only read what it built: a test that writes works on a copy."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -96,7 +103,7 @@ def tiny_trained(tiny_data, tiny_plan, shared_dir) -> dict[str, Path]:
     return {
         name: built_once(
             shared_dir / "tiny-models" / name,
-            lambda out, cfg=tiny_plan[name]: train(tiny_data, out, cfg, progress=False),
+            lambda out, cfg=tiny_plan[name]: train(tiny_data, out, cfg, force=True, progress=False),
         )
         for name in in_worker_order(tiny_plan)
     }
@@ -121,7 +128,8 @@ def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "memaudit", *args]
     if processes > 1:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
-        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memaudit", *args]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        cmd += ["--main_process_port", "0", "-m", "memaudit", *args]  # 0: a free port, as test workers launch at once
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 

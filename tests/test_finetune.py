@@ -42,7 +42,9 @@ def run(*args: object):
 def base(tiny_data: Path, shared_dir: Path) -> Path:
     """The "pretrained" model: gpt2-1m trained on natural text only (the members never seen)."""
     config = replace(TINY_TRAIN, steps=60, no_repeats=True)
-    return built_once(shared_dir / "finetune-base", lambda out: train(tiny_data, out, config, progress=False))
+    return built_once(
+        shared_dir / "finetune-base", lambda out: train(tiny_data, out, config, force=True, progress=False)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def sink_ft(base: Path, user_data: Path, shared_dir: Path) -> Path:
     """The base model sink fine-tuned with new units on the users' data, disjoint scheme."""
     sinks = SinkConfig(scheme="disjoint", groups=4, new_units=NEW_UNITS).to_dict()
     config = replace(TINY_TRAIN, init=str(base), sinks=sinks)
-    return built_once(shared_dir / "finetune-sinks", lambda out: train(user_data, out, config, progress=False))
+    return built_once(
+        shared_dir / "finetune-sinks", lambda out: train(user_data, out, config, force=True, progress=False)
+    )
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

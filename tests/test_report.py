@@ -19,7 +19,7 @@ from markupsafe import escape
 from memaudit.errors import MemauditError
 from memaudit.probes.scan import ScanConfig, scan
 from memaudit.report.compare import compare_runs, pareto_front
-from memaudit.report.console import print_report
+from memaudit.report.console import print_report, print_summary
 from memaudit.report.gate import evaluate_gates, write_junit
 from memaudit.report.render import markdown, write_report, write_run
 from memaudit.report.verdict import guard_note, verdicts
@@ -249,16 +249,21 @@ def test_a_run_its_guard_stopped_says_so_in_every_view(three_runs, tmp_path, cap
     doc = compare_runs([*three_runs, synthetic.write_run(tmp_path, "ga", stopped)])
     notes = {v.label: v.note for v in verdicts(doc)}
     assert notes["unlearned"] == (
-        f"unlearning stopped at step 10 by the max-degradation guard ({reason}); this model is the input model unchanged"
+        f"unlearning was stopped by the max-degradation guard ({reason}); this model is the input model unchanged"
     )
     assert [label for label, note in notes.items() if note] == ["unlearned"]
     later = {"model": {"trained": stopped["model"]["trained"] | {"steps_done": 20, "steps": 60}}}
     assert guard_note(later).endswith("this model is the state after 20 of 60 steps")
+    assert guard_note(later | {"attack": {"name": "quant:int4"}}) == ""  # the record is of the model before the attack
     assert f"({notes['unlearned']})" in markdown(doc)
     page = write_report(doc, tmp_path / "r").joinpath("report.html").read_text()
     assert f'<span class="note">{escape(notes["unlearned"])}</span>' in page
     print_report(doc)
-    assert "note: unlearned: unlearning stopped at step 10" in " ".join(capsys.readouterr().out.split())
+    assert "note: unlearned: unlearning was stopped by the max-degradation guard" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    print_summary(stopped)  # `memaudit scan model`'s terminal view
+    assert "note: unlearning was stopped by the max-degradation guard" in " ".join(capsys.readouterr().out.split())
 
 
 def test_chart_labels_never_overlap():

@@ -55,7 +55,7 @@ def unlearned(tiny_models, tiny_data, shared_dir) -> dict[str, Path]:
 
     def build(method: str):
         config = UnlearnConfig(method=method, **FAST)
-        return lambda out: unlearn(tiny_models["standard"], tiny_data, out, config, progress=False)
+        return lambda out: unlearn(tiny_models["standard"], tiny_data, out, config, force=True, progress=False)
 
     return {m: built_once(shared_dir / "unlearned" / m, build(m)) for m in in_worker_order(METHODS)}
 

@@ -186,7 +186,7 @@ def _add_generations(
 
 # What results.json keeps of a model's memaudit.json: how long it trained, and for an unlearned model whether
 # its max-degradation guard stopped the run (reports then say why it may score like its input).
-TRAINING_RECORD = (
+TRAINED_KEYS = (
     "steps",
     "epochs",
     "tokens_seen",
@@ -211,7 +211,7 @@ def _model_info(loaded: LoadedModel, sink_mode: str | None) -> dict:
         "sink_mode": sink_mode,
         "precision": loaded.precision.to_dict(),
         "sinks": meta.get("sinks"),
-        "trained": {k: meta[k] for k in TRAINING_RECORD if k in meta},
+        "trained": {k: meta[k] for k in TRAINED_KEYS if k in meta},
     }
 
 

@@ -37,6 +37,8 @@ def print_summary(results: dict, console: Console | None = None) -> None:
         console.print("[bold red]leaks:[/] " + "; ".join(escape(str(e)) for e in verdict.evidence))
     else:
         console.print("[bold green]no leak found[/] by the headline leak rules (`memaudit metrics`)")
+    if verdict.note:
+        console.print(f"note: {escape(verdict.note)}", highlight=False)
     for w in shift_warnings(results):
         console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 

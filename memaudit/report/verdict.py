@@ -91,16 +91,14 @@ def verdicts(doc: dict) -> list[Verdict]:
 
 def guard_note(run: dict) -> str:
     """Why an unlearned model can score like its input: its max-degradation guard stopped the run
-    and kept the last state within the limit, which may be the input itself ("" otherwise)."""
+    and kept the last state within the limit, which may be the input itself ("" otherwise, and
+    for an attacked model, memaudit stress: the record is of the model before the attack)."""
     trained = run["model"].get("trained") or {}
-    if not trained.get("stopped_early"):
+    if not trained.get("stopped_early") or run.get("attack"):
         return ""
     kept = trained.get("steps_done") or 0
     state = "the input model unchanged" if kept == 0 else f"the state after {kept} of {trained.get('steps')} steps"
-    return (
-        f"unlearning stopped at step {trained.get('stopped_at_step')} by the max-degradation guard "
-        f"({trained.get('stop_reason')}); this model is {state}"
-    )
+    return f"unlearning was stopped by the max-degradation guard ({trained.get('stop_reason')}); this model is {state}"
 
 
 def axis_label(name: str) -> str:
