@@ -1,10 +1,10 @@
 """Shared fixtures: one tiny audit set and tiny models trained once per test session (seconds
 on 2 cores), so behavioural tests check real memorization, not mocks.
 
-`make test` runs pytest-xdist workers, one per core, each with cores / workers torch threads. The
-session's expensive builds (the audit set, the tiny models, the quick demo) are made once for all
-workers, in the directory they share, each under a lock; the workers start on different models,
-so two cores train two models at once."""
+`make test` runs pytest-xdist workers, one per usable core (at most 4), each with cores / workers
+torch threads. The expensive builds (the audit set, the tiny models, the quick demo, and the
+fine-tuning and unlearning modules' models) are made once for all workers, in the directory they
+share, each under a lock; the workers start on different models, so two cores train two at once."""
 
 from __future__ import annotations
 
