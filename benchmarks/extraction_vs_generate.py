@@ -25,7 +25,7 @@ from memaudit.models.io import load_model
 from memaudit.probes.extraction import extraction_verdicts
 from memaudit.probes.scoring import score_sequences
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import train
+from memaudit.training.train import train
 
 TARGET = 10.0
 PREFIX, SUFFIX = 32, 32

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import transformers
 
+from memaudit.app.demo import DemoConfig, training_plan
+from memaudit.common.precision import cpu_description
 from memaudit.corpus.audit import write_audit_set
-from memaudit.demo import DemoConfig, training_plan
-from memaudit.precision import cpu_description
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
-from memaudit.training.loop import train
+from memaudit.training.train import train
 
 HEADLINE = ("memorization.member_loss", "extraction.exact_rate", "privacy.mia.loss.auc", "capability.valid_loss")
 

@@ -15,8 +15,9 @@ import torch
 from sink_step_time import bench_config  # same directory: the model both benchmarks time
 from transformers import AutoModelForCausalLM
 
-from memaudit.models.sinks import SinkConfig, Sinks
-from memaudit.models.surgery import prune_sink_units
+from memaudit.memsinks.config import SinkConfig
+from memaudit.memsinks.sinks import Sinks
+from memaudit.memsinks.surgery import prune_sink_units
 
 
 def main() -> None:

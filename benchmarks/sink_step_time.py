@@ -14,7 +14,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
-from memaudit.models.sinks import SinkConfig, Sinks
+from memaudit.memsinks.config import SinkConfig
+from memaudit.memsinks.sinks import Sinks
 
 TARGET = 1.10
 

@@ -1,6 +1,6 @@
 """Training throughput, measured in one run on the machine it runs on.
 
-1. memaudit's whole training path (`memaudit.training.loop.train`: accelerate, the packed data
+1. memaudit's whole training path (`memaudit.training.train.train`: accelerate, the packed data
    stream, LR schedule, clipping, the per-step reduction and progress bar) vs a plain PyTorch
    loop on the same Hugging Face model, batches and AdamW, with no accelerate and no hooks.
    Rounds alternate the two arms, so drift in machine load hits both alike. Target: >= 0.95.
@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import transformers
 
+from memaudit.app.demo import DemoConfig
+from memaudit.common.precision import cpu_description, resolve_precision
 from memaudit.corpus.audit import AuditSet, write_audit_set
 from memaudit.corpus.tokenizer import load_tokenizer
-from memaudit.demo import DemoConfig
 from memaudit.models.zoo import build_config, build_model
-from memaudit.precision import cpu_description, resolve_precision
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import train, training_stream
+from memaudit.training.train import train, training_stream
 
 TARGET = 0.95
 

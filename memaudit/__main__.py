@@ -1,3 +1,3 @@
-from memaudit.cli import main
+from memaudit.app.cli import main
 
 main()

@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 from seed_table import mean_range  # scripts/ is on the path when a script runs
 
+from memaudit.app.demo import DemoConfig
+from memaudit.common.fileio import write_json
+from memaudit.common.precision import cpu_description
 from memaudit.corpus.audit import write_audit_set
 from memaudit.corpus.sources import load_documents
-from memaudit.demo import DemoConfig
-from memaudit.fileio import write_json
-from memaudit.models.sink_config import SinkConfig
-from memaudit.precision import cpu_description
+from memaudit.memsinks.config import SinkConfig
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import train
+from memaudit.training.train import train
 from memaudit.unlearning.run import unlearn
 
 NEW_UNITS = 512  # half the pretrained width (1024): a pool of a third of the widened MLP, like G = 0.7

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from seed_table import mean_range  # scripts/ is on the path when a script runs
 
-from memaudit.demo import DemoConfig, run_demo
-from memaudit.precision import cpu_description
+from memaudit.app.demo import DemoConfig, run_demo
+from memaudit.common.precision import cpu_description
 from memaudit.report.compare import compare_runs
 from memaudit.report.render import write_report
-from memaudit.run_files import read_results
+from memaudit.report.run_files import read_results
 from memaudit.stress.attacks import StressConfig
 from memaudit.stress.run import stress
 

@@ -21,12 +21,12 @@ import pytest
 import torch
 import transformers
 
+from memaudit.app.demo import QUICK, training_plan
+from memaudit.common.precision import usable_cores
 from memaudit.corpus.audit import write_audit_set
-from memaudit.demo import QUICK, training_plan
-from memaudit.precision import usable_cores
 from memaudit.probes.config import ScanConfig
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import train
+from memaudit.training.train import train
 
 transformers.logging.set_verbosity_error()
 
@@ -139,7 +139,7 @@ def quick_demo(tiny_data, tiny_trained, shared_dir) -> Path:
     """`memaudit demo --quick`: the whole path, once per session. Its audit set and three models
     are the fixtures' (the same settings give the same bytes), copied in, so the demo skips their
     steps as it does on a rerun and goes on from there."""
-    from memaudit.demo import run_demo
+    from memaudit.app.demo import run_demo
 
     def build(out: Path) -> None:
         shutil.copytree(tiny_data, out / "data", dirs_exist_ok=True)
@@ -150,20 +150,22 @@ def quick_demo(tiny_data, tiny_trained, shared_dir) -> Path:
     return built_once(shared_dir / "quick-demo", build, done="report/results.json")
 
 
-@contextlib.contextmanager
-def dying_at_checkpoint():
-    """Inside this block, runs die right after writing their first checkpoint, as a killed job
-    would (the loop turns the KeyboardInterrupt into a `--resume` hint)."""
-    import memaudit.training.loop as loop
+@pytest.fixture
+def dying_at_checkpoint(monkeypatch):
+    """A context manager: inside it, runs die right after writing their first checkpoint, as a
+    killed job would (the loop turns the KeyboardInterrupt into a `--resume` hint)."""
+    import memaudit.training.optimize as optimize
 
-    real_checkpoint = loop._checkpoint
+    real_checkpoint = optimize._checkpoint
 
     def checkpoint_then_die(accelerator, work, step):
         real_checkpoint(accelerator, work, step)
         raise KeyboardInterrupt
 
-    loop._checkpoint = checkpoint_then_die
-    try:
-        yield
-    finally:
-        loop._checkpoint = real_checkpoint
+    @contextlib.contextmanager
+    def dying():
+        with monkeypatch.context() as patch:
+            patch.setattr(optimize, "_checkpoint", checkpoint_then_die)
+            yield
+
+    return dying

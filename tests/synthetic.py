@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.fileio import atomic_write_text
+from memaudit.common.fileio import atomic_write_text
 from memaudit.probes.config import ATTACKS, ScanConfig
 from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.registry import at_prefix

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import sha256_file
 from memaudit.corpus.audit import AuditConfig, AuditSet, write_audit_set
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import load_tokenizer
-from memaudit.errors import MemauditError
-from memaudit.fileio import sha256_file
 from tests.conftest import TINY_DATA
 
 

@@ -5,7 +5,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from memaudit.cli import main
+from memaudit.app.cli import main
 
 
 def run(*args):

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from memaudit.common.errors import MemauditError
 from memaudit.corpus.sources import doc_id, embedded_provenance, load_documents
-from memaudit.errors import MemauditError
 
 
 def test_embedded_corpus_matches_its_provenance():

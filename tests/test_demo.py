@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-import memaudit.demo
-from memaudit.cli import main
+import memaudit.app.demo
+from memaudit.app.cli import main
+from memaudit.app.demo import QUICK_FINETUNE, run_demo
+from memaudit.common.fileio import read_jsonl
 from memaudit.corpus.sources import normalize
-from memaudit.demo import QUICK_FINETUNE, run_demo
-from memaudit.fileio import read_jsonl
 
 RUNS = [
     "standard",
@@ -121,7 +121,7 @@ def test_finetune_demo_fine_tunes_one_base_model_four_ways(tmp_path):
 
 def test_demo_command_passes_its_flags(monkeypatch):
     calls = []
-    monkeypatch.setattr(memaudit.demo, "run_demo", lambda out, **kw: calls.append((out, kw)))
+    monkeypatch.setattr(memaudit.app.demo, "run_demo", lambda out, **kw: calls.append((out, kw)))
     result = CliRunner().invoke(main, ["demo", "--finetune", "--out", "x", "--precision", "fp32", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert calls == [(Path("x"), {"quick": False, "finetune": True, "precision": "fp32", "threads": 1})]

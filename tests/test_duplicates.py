@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import read_jsonl
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.audit_file import load_audit_rows
 from memaudit.corpus.duplicates import (
@@ -21,8 +23,6 @@ from memaudit.corpus.duplicates import (
     scan_corpus,
     window_hashes,
 )
-from memaudit.errors import MemauditError
-from memaudit.fileio import read_jsonl
 
 WORDS = [f"w{i}" for i in range(5000)]
 

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
+from memaudit.common.errors import MemauditError
 from memaudit.corpus.audit_file import load_audit_rows
-from memaudit.errors import MemauditError
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
 from tests.conftest import LEAN_SCAN, memaudit_cli

@@ -13,19 +13,20 @@ from click.testing import CliRunner
 from test_sinks import TOKENS, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 from transformers import AutoModelForCausalLM
 
-from memaudit.cli import main
+from memaudit.app.cli import main
+from memaudit.common.errors import MemauditError
 from memaudit.corpus.audit import AuditSet, sink_id, write_audit_set
 from memaudit.corpus.config import AuditConfig
 from memaudit.corpus.sources import load_documents, owner_id
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
-from memaudit.errors import MemauditError
+from memaudit.memsinks.config import SinkConfig, parse_sink_units
+from memaudit.memsinks.sinks import Sinks
+from memaudit.memsinks.surgery import add_sink_units, prune_sink_units
 from memaudit.models.io import load_model
-from memaudit.models.sink_config import parse_sink_units
-from memaudit.models.sinks import SinkConfig, Sinks
-from memaudit.models.surgery import add_sink_units, prune_sink_units
 from memaudit.probes.scan import scan
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import LossSet, evaluate_losses, train
+from memaudit.training.optimize import LossSet, evaluate_losses
+from memaudit.training.train import train
 from tests.conftest import LEAN_SCAN, TINY_DATA, TINY_TRAIN, built_once
 from tests.test_cli import assert_one_line_error
 

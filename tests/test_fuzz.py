@@ -24,13 +24,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memaudit.cli import main
+from memaudit.app.cli import main
+from memaudit.app.requests import ScanRequest
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_dir, output_lock, write_json
+from memaudit.common.model_files import looks_local
 from memaudit.corpus.config import AuditConfig
 from memaudit.corpus.sources import load_records, load_texts
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, output_lock, write_json
-from memaudit.models.files import looks_local
-from memaudit.scan_request import ScanRequest
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import AblateConfig, UnlearnConfig
 
@@ -399,7 +399,7 @@ def test_a_refused_command_imports_no_torch(tmp_path):
     script = textwrap.dedent(
         """
         import json, sys
-        from memaudit.cli import main
+        from memaudit.app.cli import main
         codes = []
         for args in json.loads(sys.argv[1]):
             try:
@@ -420,7 +420,7 @@ def test_a_refused_command_imports_no_torch(tmp_path):
 WRITER = """
 import sys, time
 from pathlib import Path
-from memaudit.fileio import atomic_dir
+from memaudit.common.fileio import atomic_dir
 with atomic_dir(Path(sys.argv[1])) as tmp:
     (tmp / "half.txt").write_text("half written")
     print("writing", flush=True)

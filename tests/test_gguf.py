@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from memaudit.common.fileio import sha256_file
 from memaudit.corpus.tokenizer import EOS, train_tokenizer
-from memaudit.fileio import sha256_file
 from memaudit.models.io import load_model
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.scan import scan

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM
 
-from memaudit.cli import main
+from memaudit.app.cli import main
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.models.io import load_model

@@ -7,10 +7,10 @@ import pytest
 import torch
 from rich.console import Console
 
-from memaudit import precision as prec
-from memaudit.demo import _Estimate
-from memaudit.errors import MemauditError
-from memaudit.parallel import configure_threads
+from memaudit.app.demo import _Estimate
+from memaudit.common import precision as prec
+from memaudit.common.errors import MemauditError
+from memaudit.common.parallel import configure_threads
 from memaudit.training.config import TrainConfig
 from tests.conftest import TINY_TRAIN
 
@@ -80,7 +80,7 @@ def restore_threads():
 
 def test_processes_sharing_a_cpu_split_its_cores(monkeypatch, restore_threads):
     monkeypatch.setattr(prec, "usable_cores", lambda: 16)
-    monkeypatch.setattr("memaudit.parallel.usable_cores", lambda: 16)
+    monkeypatch.setattr("memaudit.common.parallel.usable_cores", lambda: 16)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert configure_threads() == 4
     assert configure_threads(3) == 3  # --threads wins
@@ -91,7 +91,7 @@ def test_processes_sharing_a_cpu_split_its_cores(monkeypatch, restore_threads):
 def test_bf16_alias_and_conflicts_on_the_command_line(tmp_path):
     from click.testing import CliRunner
 
-    from memaudit.cli import main
+    from memaudit.app.cli import main
 
     result = CliRunner().invoke(
         main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--bf16", "--precision", "fp32"]

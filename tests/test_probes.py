@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.exposure import canary_exposures, exposures, random_secrets
 from memaudit.probes.extraction import extraction_verdicts, np_probability, prefix_match_len, strength

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from synthetic import CONFIG, attack_record, results, scan_rows, valid_scores
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.listing import metrics_markdown
 from memaudit.probes.metrics import compute_metrics
@@ -165,7 +165,7 @@ def test_config_and_registry_import_without_torch():
 
 
 def test_metrics_command_lists_filters_and_suggests():
-    from memaudit.cli import main
+    from memaudit.app.cli import main
 
     runner = CliRunner()
     out = runner.invoke(main, ["metrics", "--group", "privacy"], env={"COLUMNS": "160"})

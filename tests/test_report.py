@@ -16,7 +16,7 @@ import pytest
 import synthetic
 from markupsafe import escape
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.scan import ScanConfig, scan
 from memaudit.report.compare import compare_runs, pareto_front
 from memaudit.report.console import print_report, print_summary

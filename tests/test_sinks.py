@@ -12,9 +12,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
-from memaudit.errors import MemauditError
-from memaudit.models import sinks as sinks_module
-from memaudit.models.sinks import EVAL_MODES, SinkConfig, Sinks, disjoint_mask, group_of, hash_mask
+from memaudit.common.errors import MemauditError
+from memaudit.memsinks import masks as masks_module
+from memaudit.memsinks import sinks as sinks_module
+from memaudit.memsinks.config import EVAL_MODES, SinkConfig
+from memaudit.memsinks.masks import disjoint_mask, group_of, hash_mask
+from memaudit.memsinks.sinks import Sinks
 
 _SMALL = dict(num_hidden_layers=2, num_attention_heads=4, vocab_size=128, bos_token_id=0, eos_token_id=0)
 TINY = {
@@ -66,7 +69,7 @@ def numpy_hash_mask(ids: list[int], n_sink: int, p: float) -> np.ndarray:
 def test_multipliers_wrap_like_python_int64() -> None:
     wrap = lambda x: (x + 2**63) % 2**64 - 2**63  # noqa: E731
     expected = [wrap(1588635695**j) % 4294967291 for j in range(40)]
-    assert sinks_module._multipliers(40).tolist() == expected
+    assert masks_module._multipliers(40).tolist() == expected
 
 
 @pytest.mark.parametrize("p", [0.3, 0.7])

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from memaudit.cli import main
-from memaudit.errors import MemauditError
+from memaudit.app.cli import main
+from memaudit.common.errors import MemauditError
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import MIN_CLOSED, compute_all, get_metric
 from memaudit.report.gate import evaluate_gates
@@ -152,7 +152,7 @@ def test_bad_attack_on_the_command_line_is_refused_before_torch(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from memaudit.cli import main
+        from memaudit.app.cli import main
         try:
             main(["stress", "m", "--data", "d", "--attack", "qaunt:int4", "--out", sys.argv[1]])
         except SystemExit as e:

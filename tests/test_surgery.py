@@ -10,9 +10,11 @@ import torch
 from test_sinks import ARCHS, TOKENS, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 from transformers import AutoModelForCausalLM
 
-from memaudit.errors import MemauditError
-from memaudit.models.sinks import SinkConfig, Sinks, disjoint_mask, hash_mask
-from memaudit.models.surgery import prune_sink_units, reattach_sinks
+from memaudit.common.errors import MemauditError
+from memaudit.memsinks.config import SinkConfig
+from memaudit.memsinks.masks import disjoint_mask, hash_mask
+from memaudit.memsinks.sinks import Sinks
+from memaudit.memsinks.surgery import prune_sink_units, reattach_sinks
 
 DISJOINT = SinkConfig(scheme="disjoint", groups=4)
 

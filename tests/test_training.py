@@ -7,10 +7,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import lr_at, train
-from tests.conftest import TINY_TRAIN, dying_at_checkpoint, memaudit_cli
+from memaudit.training.optimize import lr_at
+from memaudit.training.train import train
+from tests.conftest import TINY_TRAIN, memaudit_cli
 
 SHORT = replace(TINY_TRAIN, steps=20, eval_every=10, checkpoint_every=10)
 
@@ -36,7 +37,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(TINY_TRAIN.min_lr_ratio, abs=0.01)
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
+def test_resume_continues_exactly(tiny_data, tmp_path, dying_at_checkpoint):
     straight = train(tiny_data, tmp_path / "new" / "folders" / "straight", SHORT, progress=False).path
     with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
         train(tiny_data, tmp_path / "resumed", SHORT, progress=False)

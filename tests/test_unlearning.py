@@ -13,18 +13,18 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import sha256_dir
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.tokenizer import encode_documents
-from memaudit.errors import MemauditError
-from memaudit.fileio import sha256_dir
+from memaudit.memsinks.config import SinkConfig
 from memaudit.models.io import load_model
-from memaudit.models.sinks import SinkConfig
 from memaudit.probes.scan import scan
 from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.unlearning import METHOD_DEFAULTS, METHODS, UnlearnConfig, unlearn
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.losses import ForgetBatch, ga_loss, npo_loss, sequence_logp, simnpo_loss
-from tests.conftest import LEAN_SCAN, built_once, dying_at_checkpoint, in_worker_order
+from tests.conftest import LEAN_SCAN, built_once, in_worker_order
 
 FAST = dict(steps=20, lr=1e-3, warmup_steps=2, eval_every=10, checkpoint_every=10, max_degradation=None)
 
@@ -131,7 +131,7 @@ def test_max_degradation_stops_a_destructive_run_and_keeps_a_state_within_the_li
     assert record["method"] == "ga" and record["stopped_early"] and record["steps_done"] == result.steps
 
 
-def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path):
+def test_resume_continues_an_unlearning_run_exactly(tiny_models, tiny_data, tmp_path, dying_at_checkpoint):
     cfg = UnlearnConfig(
         method="npo", steps=8, lr=1e-3, warmup_steps=2, eval_every=4, checkpoint_every=4, max_degradation=None
     )

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memaudit import __version__
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
+from memaudit.common.validation import MAX_REPEATS, integer
 from memaudit.corpus.config import KINDS, AuditConfig
 from memaudit.corpus.sources import (
     EMBEDDED,
@@ -20,9 +23,6 @@ from memaudit.corpus.sources import (
     normalize,
     owner_id,
 )
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
-from memaudit.validation import MAX_REPEATS, integer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from memaudit.common.errors import MemauditError
 from memaudit.corpus.config import KINDS
 from memaudit.corpus.sources import Record, doc_id, load_records
-from memaudit.errors import MemauditError
 
 INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"\s*[0-9]+\s*")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.validation import MAX_COUNT, MAX_REPEATS, SEED, Range, check_ranges, integer
+from memaudit.common.errors import MemauditError
+from memaudit.common.validation import MAX_COUNT, MAX_REPEATS, SEED, Range, check_ranges, integer
 
 # The role of a row of a data dir or an audit file: natural training text, a planted member, a
 # held-out non-member, or a canary (a templated secret).

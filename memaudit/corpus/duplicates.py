@@ -17,9 +17,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import write_jsonl
 from memaudit.corpus.sources import doc_id, load_documents, normalize
-from memaudit.errors import MemauditError
-from memaudit.fileio import write_jsonl
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -22,8 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from memaudit.errors import MemauditError
-from memaudit.fileio import iter_jsonl, read_text, read_text_lines
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import iter_jsonl, read_text, read_text_lines
 
 EMBEDDED = {"austen": "austen.jsonl.gz"}
 LOCAL_FORMATS = (".jsonl", ".json", ".txt", ".parquet", ".csv")

@@ -8,8 +8,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from memaudit.errors import MemauditError
-from memaudit.models.files import locate_model, looks_local
+from memaudit.common.errors import MemauditError
+from memaudit.common.model_files import locate_model, looks_local
 
 EOS = "<|endoftext|>"
 

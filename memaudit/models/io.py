@@ -14,12 +14,12 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import read_json, write_json
+from memaudit.common.model_files import locate_model
+from memaudit.common.parallel import cpu_only, process_state
+from memaudit.common.precision import Precision, resolve_precision
 from memaudit.corpus.tokenizer import load_tokenizer
-from memaudit.errors import MemauditError
-from memaudit.fileio import read_json, write_json
-from memaudit.models.files import locate_model
-from memaudit.parallel import cpu_only, process_state
-from memaudit.precision import Precision, resolve_precision
 
 META_FILE = "memaudit.json"
 # What a model's files that passed locate_model's checks can still raise in from_pretrained: a
@@ -36,7 +36,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     path: str
     meta: dict[str, Any] = field(default_factory=dict)
-    sinks: Any = None  # memaudit.models.sinks.Sinks for MemSink models
+    sinks: Any = None  # memaudit.memsinks.sinks.Sinks for MemSink models
     precision: Precision = Precision("fp32", "asked for", "fp32")  # the dtype of the weights, and why
 
     @property
@@ -72,7 +72,7 @@ def load_model(
     records them. Placement: one device per process in a multi-process launch, `device_map=
     "auto"` (spread over the GPUs accelerate sees) in a single process with GPUs, else the CPU.
     `precision` is the weights' dtype: fp32 for models that go on training (unlearning), `auto`
-    for scans (memaudit.precision: bf16 or fp16 on a GPU, fp32 on a CPU)."""
+    for scans (memaudit.common.precision: bf16 or fp16 on a GPU, fp32 on a CPU)."""
     located = locate_model(source, allow_pickle=allow_pickle)
     gguf_file, load_from = located.gguf_file, located.load_from
     if gguf_file:
@@ -106,7 +106,8 @@ def load_model(
     meta = read_json(path / META_FILE) if path is not None and path.is_dir() and (path / META_FILE).is_file() else {}
     sinks = None
     if meta.get("sinks"):
-        from memaudit.models.sinks import SinkConfig, Sinks
+        from memaudit.memsinks.config import SinkConfig
+        from memaudit.memsinks.sinks import Sinks
 
         # `sink_pool` is there when remove-sinks --ids deleted some documents' sinks.
         pool = meta.get("sink_pool", {})

@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 
 # name -> (config class, settings). Dropout off: memorization studies want the plain objective,
 # and determinism makes resumed runs bit-identical.

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
+from memaudit.common.errors import MemauditError
+from memaudit.common.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
 
 TOPK = 40  # the sampling distribution of (n,p)-discoverable extraction: top-k 40, temperature 1
 ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref")  # membership inference: `privacy.mia.<attack>.*`

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import FitError, skewnorm
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.scoring import ScoredSequence
 
 ScoreTexts = Callable[[list[str]], list[ScoredSequence]]

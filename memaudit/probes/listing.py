@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.registry import AGAINST, GROUPS, Metric, listed
 
 REGENERATE = "python scripts/gen_metrics_doc.py"

@@ -19,7 +19,7 @@ from functools import cache, partial
 
 import numpy as np
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.config import ATTACKS, ScanConfig
 from memaudit.probes.inputs import MetricInputs, relative
 from memaudit.probes.stats import Statistic, mean

@@ -13,21 +13,21 @@ from pathlib import Path
 from accelerate.utils import gather_object
 
 from memaudit import __version__
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import sha256_dir, sha256_file
+from memaudit.common.parallel import process_state
 from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.sources import doc_id
 from memaudit.corpus.tokenizer import encode_documents
-from memaudit.errors import MemauditError
-from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
 from memaudit.models.zoo import context_length
-from memaudit.parallel import process_state
 from memaudit.probes.blind import blind_scores
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
 from memaudit.probes.metrics import compute_metrics, sequence_row
 from memaudit.probes.scoring import ScoredSequence, score_sequences
-from memaudit.run_files import SCAN_SCHEMA_VERSION
+from memaudit.report.run_files import SCAN_SCHEMA_VERSION
 
 
 def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.config import ScanConfig
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"

@@ -13,11 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 from memaudit import __version__
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import REPORT_AGAINST, compute_all, get_metric, pareto_axes, report_relative
 from memaudit.report.document import SCHEMA_VERSION, attack_suffix, charted_runs, model_label, runs, value
-from memaudit.run_files import read_results
+from memaudit.report.run_files import read_results
 
 _SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
 # What two runs must share for a metric group to be compared, and the groups that depend on it.

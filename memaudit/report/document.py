@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 from memaudit.probes.registry import GROUPS
 
 SCHEMA_VERSION = 1  # of the comparative document; each run keeps its scan's own schema_version

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_write_text
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_write_text
 from memaudit.probes.registry import REPORT_AGAINST, get_metric
 from memaudit.report.document import runs, value
 

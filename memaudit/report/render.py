@@ -12,7 +12,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from memaudit.fileio import atomic_dir, atomic_write_text, json_text
+from memaudit.common.fileio import atomic_dir, atomic_write_text, json_text
 from memaudit.probes.registry import is_swept, known
 from memaudit.report import plots
 from memaudit.report.document import (

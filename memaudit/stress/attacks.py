@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.precision import check_precision
-from memaudit.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_ranges, integer, number
+from memaudit.common.errors import MemauditError
+from memaudit.common.precision import check_precision
+from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_ranges, integer, number
 
 QUANT_BITS = {"int8": 8, "int4": 4}  # symmetric round-to-nearest, weight only (quant.py)
 GROUP_SIZE = 128  # input columns that share one scale, per output row
@@ -125,7 +125,7 @@ class StressConfig:
     recover_margin: float = 0.1  # "recovered": member loss within this fraction of the standard's loss gap
     group_size: int = GROUP_SIZE
     seed: int = 0  # the forget-half split and relearning's batch order
-    precision: str = "auto"  # relearning's compute precision (memaudit.precision)
+    precision: str = "auto"  # relearning's compute precision (memaudit.common.precision)
     threads: int | None = None
 
     RANGES: ClassVar[dict[str, Range]] = {

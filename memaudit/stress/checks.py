@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memaudit.app.requests import ScanRequest
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import check_out
+from memaudit.common.model_files import locate_model
 from memaudit.corpus.audit import AuditSet
-from memaudit.errors import MemauditError
-from memaudit.fileio import check_out
-from memaudit.models.files import locate_model
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.suite import load_suite
-from memaudit.run_files import read_results
-from memaudit.scan_request import ScanRequest
+from memaudit.report.run_files import read_results
 from memaudit.stress.attacks import StressConfig
 
 BEFORE = "before"  # the run dir of the model before any attack

@@ -15,9 +15,15 @@ from memaudit.models.io import LoadedModel
 from memaudit.models.zoo import context_length
 from memaudit.stress.attacks import StressConfig
 from memaudit.training.config import LoopConfig
-from memaudit.training.loop import LossSet, StepOutput, evaluate_losses, make_accelerator, optimize
-from memaudit.unlearning.inputs import pad_batch
-from memaudit.unlearning.run import shuffled_cycle
+from memaudit.training.optimize import (
+    LossSet,
+    StepOutput,
+    evaluate_losses,
+    make_accelerator,
+    optimize,
+    pad_batch,
+    shuffled_cycle,
+)
 
 LOG_FIELDS = ["step", "lr", "train_loss", "tokens_per_s", "member_loss"]
 

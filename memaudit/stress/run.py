@@ -10,21 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.parallel import configure_threads
 from memaudit.corpus.audit import AuditSet
-from memaudit.errors import MemauditError
 from memaudit.models.io import LoadedModel, load_model
-from memaudit.parallel import configure_threads
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.scan import scan
 from memaudit.report.document import value
 from memaudit.report.render import write_run
-from memaudit.run_files import read_results
+from memaudit.report.run_files import read_results
 from memaudit.stress.attacks import QUANT_BITS, RELEARN_SETS, Attack, StressConfig, forget_half
 from memaudit.stress.checks import BEFORE, check_stress, is_done
 from memaudit.stress.quant import quantize_model
 from memaudit.stress.relearn import relearn
-from memaudit.training.loop import run_lock, work_dir
+from memaudit.training.optimize import run_lock, work_dir
 
 _GAP = "memorization.gap_closed"
 

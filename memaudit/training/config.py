@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.models.sink_config import SinkConfig
-from memaudit.precision import check_precision
-from memaudit.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_flag, check_ranges, integer, number
+from memaudit.common.errors import MemauditError
+from memaudit.common.precision import check_precision
+from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_flag, check_ranges, integer, number
+from memaudit.memsinks.config import SinkConfig
 
 
 @dataclass
@@ -24,7 +24,7 @@ class LoopConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (memaudit.precision): the autocast dtype
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (memaudit.common.precision): the autocast dtype
     threads: int | None = None  # torch threads of this process; None: cores / processes on a shared CPU
     seed: int = 0
     eval_every: int = 100

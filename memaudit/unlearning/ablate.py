@@ -20,15 +20,15 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_dir, check_out
 from memaudit.corpus.tokenizer import encode_documents
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, check_out
+from memaudit.memsinks.layouts import find_mlps
 from memaudit.models.io import save_model
-from memaudit.models.sinks import find_mlps
 from memaudit.models.zoo import context_length
-from memaudit.training.loop import evaluate_losses
+from memaudit.training.optimize import evaluate_losses, pad_batch
 from memaudit.unlearning.config import AblateConfig
-from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets
 
 SCORE = "(mean|a| forget - mean|a| retain) / std|a| retain, over all MLP units of all layers"
 

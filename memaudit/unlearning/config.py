@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from memaudit.common.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
 from memaudit.training.config import LoopConfig
-from memaudit.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
 
 
 @dataclass(frozen=True)

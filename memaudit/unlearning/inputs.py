@@ -7,17 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from memaudit import __version__
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import sha256_dir, sha256_file
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.sources import doc_id, load_texts
 from memaudit.corpus.tokenizer import encode_documents
-from memaudit.errors import MemauditError
-from memaudit.fileio import sha256_dir, sha256_file
 from memaudit.models.io import LoadedModel, load_model
 from memaudit.models.zoo import context_length, n_params
-from memaudit.training.loop import LossSet
+from memaudit.training.optimize import LossSet
 
 DEFAULT_FORGET = "data dir: members and canaries with repeats > 0"
 
@@ -92,14 +90,3 @@ def base_meta(kind: str, model_dir: Path, loaded: LoadedModel, sets: Sets) -> di
         "retain": {"documents": len(sets.retain)},
         "sinks": None,
     }
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Right-padded (input_ids, attention_mask, labels), labels -100 at padding."""
-    ids = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.as_tensor(seq)
-        mask[row, : len(seq)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
-    return ids.to(device), mask.to(device), labels.to(device)

@@ -6,31 +6,31 @@ limit, so a run cannot silently destroy the model."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
+from memaudit.common.errors import MemauditError
 from memaudit.corpus.tokenizer import encode_documents
-from memaudit.errors import MemauditError
 from memaudit.models.zoo import context_length
-from memaudit.training.loop import (
+from memaudit.training.optimize import (
     Guard,
     StepFn,
     StepOutput,
     evaluate_losses,
     make_accelerator,
     optimize,
+    pad_batch,
     run_environment,
     run_lock,
+    shuffled_cycle,
     work_dir,
     write_model_dir,
 )
 from memaudit.unlearning.config import UnlearnConfig
-from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets, pad_batch
+from memaudit.unlearning.inputs import base_meta, load_base, load_sets, loss_sets
 from memaudit.unlearning.losses import ForgetBatch, sequence_logp
 
 LOG_FIELDS = [
@@ -55,18 +55,6 @@ class UnlearnResult:
     start: dict  # valid / forget / held-out loss of the input model
     end: dict  # the same for the written model
     is_main_process: bool = True
-
-
-@functools.lru_cache(maxsize=8)
-def _order(n: int, seed: int, stream: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, stream, epoch]).permutation(n)
-
-
-def shuffled_cycle(n: int, first: int, size: int, seed: int, stream: int) -> list[int]:
-    """Items first..first+size-1 of an endless run of shuffled passes over range(n): a batch order
-    that is a pure function of (seed, stream, step), so a resumed run continues it exactly (also
-    used by relearning, memaudit.stress)."""
-    return [int(_order(n, seed, stream, g // n)[g % n]) for g in range(first, first + size)]
 
 
 def unlearn(

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memaudit.errors import MemauditError
-from memaudit.fileio import read_json
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import read_json
 
 SCAN_SCHEMA_VERSION = 1  # results.json of `memaudit scan model` (memaudit.probes.scan writes it)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.models.sink_config import EVAL_MODES
-from memaudit.precision import check_precision
-from memaudit.validation import MAX_COUNT, Range, check_choice, check_flag, check_ranges, integer
+from memaudit.common.errors import MemauditError
+from memaudit.common.precision import check_precision
+from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_flag, check_ranges, integer
+from memaudit.memsinks.config import EVAL_MODES
 
 _PATHS = ("out", "data_dir", "audit", "nonmembers", "valid")
 _FLAGS = ("allow_pickle", "trust_remote_code", "redact", "force")
@@ -101,11 +101,11 @@ def scan_and_write(request: ScanRequest) -> ScanRun | None:
     is imported, so a bad request fails in a moment; then the reference (if any) and the model
     are scanned and the run dir is written. Returns None on every process but the main one of a
     multi-process launch."""
+    from memaudit.common.fileio import check_out
+    from memaudit.common.model_files import locate_model
     from memaudit.corpus.audit import AuditSet
     from memaudit.corpus.audit_file import load_audit_rows
     from memaudit.corpus.sources import load_texts
-    from memaudit.fileio import check_out
-    from memaudit.models.files import locate_model
     from memaudit.probes.suite import load_suite
     from memaudit.report.gate import parse_gates
 
@@ -121,8 +121,8 @@ def scan_and_write(request: ScanRequest) -> ScanRun | None:
     if request.reference is not None:
         locate_model(request.reference)
 
+    from memaudit.common.parallel import configure_threads, process_state
     from memaudit.models.io import load_model
-    from memaudit.parallel import configure_threads, process_state
     from memaudit.probes.scan import scan
     from memaudit.report.compare import redact_texts
     from memaudit.report.gate import evaluate_gates

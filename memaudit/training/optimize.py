@@ -1,4 +1,5 @@
-"""One optimization loop, on `accelerate`, shared by `memaudit train` and `memaudit unlearn`.
+"""One optimization loop, on `accelerate`, shared by `memaudit train`, `memaudit unlearn` and
+relearning (`memaudit stress`).
 
 `optimize()` runs AdamW with linear warm-up then cosine decay, gradient clipping, fp32 or bf16
 autocast, a progress bar, a CSV log and checkpoints. What a step computes (its loss) and what an
@@ -13,44 +14,30 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import math
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from math import nan
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from memaudit import __version__
-from memaudit.corpus.audit import AuditSet, sink_id
-from memaudit.corpus.packing import PackedStream
-from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, check_out, output_lock, sha256_file, write_json
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_dir, check_out, output_lock, write_json
+from memaudit.common.parallel import configure_threads, cpu_only, process_state
+from memaudit.common.precision import Precision, cpu_description, resolve_precision
 from memaudit.models.io import save_model
-from memaudit.models.zoo import build_config, build_model, context_length, n_params
-from memaudit.parallel import configure_threads, cpu_only, process_state
-from memaudit.precision import Precision, cpu_description, resolve_precision
 from memaudit.probes.scoring import mean_nll, score_sequences
-from memaudit.training.config import LoopConfig, TrainConfig
-
-LOG_FIELDS = ["step", "epoch", "lr", "train_loss", "tokens_per_s", "valid_loss", "member_loss", "member_loss_own"]
-
-
-@dataclass
-class TrainResult:
-    path: Path
-    steps: int
-    tokens_per_s: float
-    final: dict = field(default_factory=dict)
-    is_main_process: bool = True  # in a multi-process run, the one that reports
+from memaudit.training.config import LoopConfig
 
 
 @dataclass
@@ -64,7 +51,11 @@ class StepOutput:
 
 
 StepFn = Callable[[torch.nn.Module, int], StepOutput]  # (prepared model, step index) -> StepOutput
+
+
 EvalFn = Callable[[torch.nn.Module, int], dict]  # (unwrapped model, steps done) -> metrics for the log row
+
+
 Guard = Callable[[dict], str | None]  # a log row -> why the run must end now, or None
 
 
@@ -128,7 +119,7 @@ def make_accelerator(cfg: LoopConfig, *, announce: bool = True) -> tuple[Acceler
     precision = resolve_precision(cfg.precision, device)
     if precision.name == "fp16" and device == "cpu":
         raise MemauditError("precision fp16 trains only on a GPU; on a CPU use fp32, bf16 or auto")
-    # cpu=True on machines without an accelerator (memaudit.parallel). The shared state is reset (keeping the process
+    # cpu=True on machines without an accelerator (memaudit.common.parallel). The shared state is reset (keeping the process
     # group) so that one process can train in bf16 and then unlearn in fp32; accelerate otherwise refuses the change.
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision="no" if precision.name == "fp32" else precision.name, cpu=cpu_only())
@@ -368,175 +359,32 @@ def write_model_dir(
     accelerator.wait_for_everyone()
 
 
-def train(
-    data_dir: Path,
-    out: Path,
-    cfg: TrainConfig,
-    *,
-    resume: bool = False,
-    force: bool = False,
-    progress: bool = True,
-    on_step: StepHook | None = None,
-) -> TrainResult:
-    """Train `cfg.arch` from scratch, or fine-tune the pretrained `cfg.init`, on a data dir's
-    training rows (all but the planted ones for the no-repeats oracle; with sinks masked per
-    document, or per owner, for a MemSink model), logging valid and member loss as memorization
-    grows, and write a Hugging Face model dir with memaudit.json."""
-    data_dir, out = Path(data_dir), Path(out)
-    work = work_dir(out, inputs=[data_dir], resume=resume, force=force)
-    with run_lock(work):
-        return _train(data_dir, out, work, cfg, resume=resume, force=force, progress=progress, on_step=on_step)
-
-
-def _train(
-    data_dir: Path,
-    out: Path,
-    work: Path,
-    cfg: TrainConfig,
-    *,
-    resume: bool,
-    force: bool,
-    progress: bool,
-    on_step: StepHook | None,
-) -> TrainResult:
-    accelerator, precision = make_accelerator(cfg, announce=progress)
-    data = AuditSet.load(data_dir)
-    tok = load_tokenizer(data_dir / "tokenizer")
-    model, init = _initial_model(cfg, tok, data_dir)
-    config = model.config
-    if cfg.seq_len > context_length(config):
-        raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
-    sinks, frozen = _attach_sinks(model, cfg, init)
-    stream = training_stream(data, tok, cfg)
-    loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
-
-    def evaluate(model: torch.nn.Module, done: int) -> dict:
-        epoch = round(done * cfg.batch_size / stream.blocks_per_epoch, 3)
-        return {"epoch": epoch, **evaluate_losses(model, loss_sets, tok.pad_token_id, sinks)}
-
-    result = optimize(
-        accelerator,
-        model,
-        cfg,
-        _packed_step(stream, sinks, cfg, accelerator),
-        evaluate,
-        work=work,
-        log_fields=LOG_FIELDS,
-        resume=resume,
-        progress=progress,
-        on_step=on_step,
-        after_step=frozen.restore if frozen else None,
-    )
-    if sinks is not None:
-        sinks.mode = "off"
-    meta = {
-        "memaudit_version": __version__,
-        "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
-        "arch": init["model_type"] if init else cfg.arch,
-        **({"init": init} if init else {}),
-        "parameters": n_params(result.model),
-        "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
-        "train": asdict(cfg),
-        "sinks": cfg.sinks,
-        "seed": cfg.seed,
-        "steps": cfg.steps,
-        "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
-        "epochs": round(cfg.steps * cfg.batch_size / stream.blocks_per_epoch, 3),
-        "processes": accelerator.num_processes,
-        "tokens_per_s": round(result.tokens_per_s, 1),
-        **run_environment(accelerator, precision),
-        "final": result.final,
-    }
-    write_model_dir(accelerator, result.model, tok, out, work, meta, result.log_path, force)
-    return TrainResult(out, cfg.steps, result.tokens_per_s, result.final, accelerator.is_main_process)
-
-
-def _initial_model(
-    cfg: TrainConfig, tok: PreTrainedTokenizerBase, data_dir: Path
-) -> tuple[PreTrainedModel, dict | None]:
-    """The model a run starts from, and what `init` records: `cfg.arch` built from scratch, or
-    the pretrained `cfg.init` (whose tokenizer must be the data dir's)."""
-    if not cfg.init:
-        return build_model(build_config(cfg.arch, len(tok), tok.bos_token_id, tok.eos_token_id), cfg.seed), None
-    from memaudit.training.finetune import load_init
-
-    return load_init(cfg.init, tok, str(data_dir))
-
-
-def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Accelerator) -> StepFn:
-    """Next-token loss on this process's share of the step's packed sequences, with each
-    token's document (or owner) switching its sinks on in a MemSink run."""
-    local = cfg.batch_size // accelerator.num_processes
-
-    def step(model: torch.nn.Module, index: int) -> StepOutput:
-        tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
-        tokens = torch.from_numpy(tokens).to(accelerator.device)
-        if sinks is not None:
-            sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
-        return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
-
-    return step
-
-
-def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
-    """A MemSink run's sinks (in training mode `own`), after widening every MLP by the new sink units of
-    `--sink-units new:N` (recording the base's MLP size in `init`), and the frozen base of `--freeze-base`."""
-    if not cfg.sinks:
-        return None, None
-    from memaudit.models.sinks import SinkConfig, Sinks
-    from memaudit.models.surgery import add_sink_units
-    from memaudit.training.finetune import FrozenBase
-
-    sink_config = SinkConfig.from_dict(cfg.sinks)
-    if sink_config.new_units:
-        init["base_mlp"] = add_sink_units(model, sink_config.new_units)
-    sinks = Sinks(model, sink_config)
-    sinks.mode = "own"
-    frozen = FrozenBase(model, sinks.n_shared, train_shared_mlp=cfg.train_shared_mlp) if cfg.freeze_base else None
-    return sinks, frozen
-
-
-def blocks_per_epoch(data_dir: Path, configs: list[TrainConfig]) -> list[int]:
-    """Training sequences in one pass over a data dir's training stream under each config (the
-    oracle's without the planted documents): what equal exposure to a text means in steps. The
-    data dir is read and tokenized once for all of them."""
-    data_dir = Path(data_dir)
-    data, tok = AuditSet.load(data_dir), load_tokenizer(data_dir / "tokenizer")
-    return [training_stream(data, tok, cfg).blocks_per_epoch for cfg in configs]
-
-
-def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
-    """The training rows packed into sequences (the oracle's without the planted documents)."""
-    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
-    return PackedStream(
-        [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
-        [sink_id(r) for r in rows],
-        [r["repeats"] for r in rows],
-        eos_id=tok.eos_token_id,
-        seq_len=cfg.seq_len,
-        seed=cfg.seed,
-    )
-
-
-def _loss_sets(
-    data: AuditSet, tok: PreTrainedTokenizerBase, max_len: int, eval_docs: int, *, with_own: bool
-) -> list[LossSet]:
-    """What training logs at each eval point: valid loss, member loss (sinks off) and, for a
-    MemSink model, member loss with each member's own sinks on."""
-    members = [r for r in data.audit if r["kind"] == "repeated"]
-    member_tokens = encode_documents(tok, [r["text"] for r in members], max_len)
-    sets = [
-        LossSet("valid_loss", encode_documents(tok, [r["text"] for r in data.valid[:eval_docs]], max_len)),
-        LossSet("member_loss", member_tokens),
-    ]
-    if with_own:
-        sets.append(LossSet("member_loss_own", member_tokens, [sink_id(r) for r in members]))
-    return sets
-
-
 def _checkpoint(accelerator: Accelerator, work: Path, step: int) -> None:
     ckpt = work / "checkpoint"
     accelerator.save_state(str(ckpt))
     if accelerator.is_main_process:
         write_json(ckpt / "state.json", {"step": step})  # atomic: a kill mid-write must not break --resume
     accelerator.wait_for_everyone()
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Right-padded (input_ids, attention_mask, labels), labels -100 at padding."""
+    ids = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.as_tensor(seq)
+        mask[row, : len(seq)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, seed: int, stream: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream, epoch]).permutation(n)
+
+
+def shuffled_cycle(n: int, first: int, size: int, seed: int, stream: int) -> list[int]:
+    """Items first..first+size-1 of an endless run of shuffled passes over range(n): a batch order
+    that is a pure function of (seed, stream, step), so a resumed run continues it exactly (also
+    used by relearning, memaudit.stress)."""
+    return [int(_order(n, seed, stream, g // n)[g % n]) for g in range(first, first + size)]

@@ -1,130 +1,30 @@
-"""Memorization sinks (Ghosal et al., ICML 2025; the method as specified in docs/memsinks.md) on Hugging Face causal
-LMs. Every MLP hidden layer is split into shared units (always on) and a sink pool; each document id switches on
-its own subset of the pool, so what is specific to a document collects in units that can be dropped afterwards.
+"""`Sinks`: memorization sinks (Ghosal et al., ICML 2025; the method as specified in docs/memsinks.md)
+attached to a Hugging Face causal LM. Every MLP hidden layer is split into shared units (always on)
+and a sink pool; each document id switches on its own subset of the pool, so what is specific to a
+document collects in units that can be dropped afterwards.
 
-The mask is applied by one forward pre-hook on each down projection, as a single multiply by a full-width scale
-(1 on shared units, the mask or a constant on sinks). The per-token scale is built once per batch in
-`Sinks.set_doc_ids` from per-id masks cached across batches, and converted to the activation dtype (bf16 stays
-bf16) by the first layer that needs it, not by every layer. Multiplying out of place keeps autograd correct for any activation,
-including ones (ReLU) that save their output for the backward pass."""
+The mask is applied by one forward pre-hook on each down projection, as a single multiply by a
+full-width scale (1 on shared units, the mask or a constant on sinks). The per-token scale is built
+once per batch in `Sinks.set_doc_ids` from per-id masks cached across batches, and converted to the
+activation dtype (bf16 stays bf16) by the first layer that needs it, not by every layer. Multiplying
+out of place keeps autograd correct for any activation, including ones (ReLU) that save their output
+for the backward pass."""
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-from memaudit.errors import MemauditError
-from memaudit.models.sink_config import EVAL_MODES, SinkConfig  # SinkConfig: also imported from here
-from memaudit.validation import check_choice
+from memaudit.common.errors import MemauditError
+from memaudit.common.validation import check_choice
+from memaudit.memsinks.config import EVAL_MODES, SinkConfig
+from memaudit.memsinks.layouts import find_mlps, units_in
+from memaudit.memsinks.masks import check_ids, disjoint_mask, hash_mask
 
-# The reference hash (docs/memsinks.md). `id * _BASE` wraps in int64, so the hash sees only `id mod _ID_PERIOD`.
-_A, _M, _BASE = 1588635695, 4294967291, 65536
-_ID_PERIOD = 2**48
 _HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # down projections that carry a sink hook
-
-
-def _check_ids(ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    """Document ids as int64 [N]; refuses ids the reference hash maps onto id 0 (every sink on)."""
-    ids = torch.as_tensor(ids)
-    if ids.dim() != 1 or ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-        raise MemauditError(f"document ids must be a 1-D integer tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
-    ids = ids.to(torch.int64)
-    bad = ids[(ids <= 0) | (ids % _ID_PERIOD == 0)]
-    if bad.numel():
-        raise MemauditError(
-            f"document id {bad[0].item()} is not allowed: ids must be positive and not a multiple of 2**48 "
-            "(the reference hash sees only id mod 2**48, and 0 switches every sink on)"
-        )
-    return ids
-
-
-@functools.lru_cache(maxsize=16)
-def _multipliers(n_sink: int) -> torch.Tensor:
-    """c[j] = (a**j as wrapping int64) mod M; integer pow wraps exactly like repeated int64 products."""
-    return torch.remainder(torch.pow(torch.tensor(_A), torch.arange(n_sink)), _M)
-
-
-def hash_mask(ids: torch.Tensor, n_sink: int, p: float) -> torch.Tensor:
-    """The reference mask of docs/memsinks.md, bit-exact: int64 with wrap-around. ids: int64 [N] -> bool [N, n_sink].
-
-    h / M is compared with p in float64. Raises MemauditError on ids <= 0 and on multiples of 2**48, which wrap to
-    id 0 and would switch every sink on."""
-    ids = _check_ids(ids)
-    c = _multipliers(n_sink).to(ids.device)
-    h = torch.remainder((ids[:, None] * _BASE) * c[None, :], _M)
-    return h.to(torch.float64) / _M < p
-
-
-def group_of(ids: torch.Tensor | Sequence[int], groups: int) -> torch.Tensor:
-    """The id group (disjoint scheme): id % groups."""
-    return torch.remainder(torch.as_tensor(ids, dtype=torch.int64), groups)
-
-
-def disjoint_mask(ids: torch.Tensor, n_sink: int, p: float, groups: int) -> torch.Tensor:
-    """Group g = id % groups owns the g-th of `groups` contiguous, near-equal slices of the pool; within it an id
-    switches on its hash_mask over the slice (about p of it). Ids of different groups never share a sink, so
-    deleting one group's sinks leaves every other group's intact. ids: int64 [N] -> bool [N, n_sink]."""
-    ids = _check_ids(ids)
-    if n_sink < groups:
-        raise MemauditError(f"the sink pool has {n_sink} units, fewer than the {groups} disjoint groups; lower groups")
-    bounds = [g * n_sink // groups for g in range(groups + 1)]
-    group = group_of(ids, groups)
-    out = torch.zeros(len(ids), n_sink, dtype=torch.bool, device=ids.device)
-    for g in group.unique().tolist():
-        rows = group == g
-        out[rows, bounds[g] : bounds[g + 1]] = hash_mask(ids[rows], bounds[g + 1] - bounds[g], p)
-    return out
-
-
-@dataclass(frozen=True)
-class MlpLayout:
-    """Where one model family keeps its MLP hidden units: the `up` projections produce them (output features), the
-    `down` projection consumes them (input features), and config field `size_attr` holds their number."""
-
-    up: tuple[str, ...]
-    down: str
-    size_attr: str
-
-
-_GATED = MlpLayout(("gate_proj", "up_proj"), "down_proj", "intermediate_size")
-LAYOUTS: dict[str, MlpLayout] = {
-    "gpt2": MlpLayout(("c_fc",), "c_proj", "n_inner"),
-    "llama": _GATED,
-    "qwen2": _GATED,
-    "mistral": _GATED,
-    "gpt_neox": MlpLayout(("dense_h_to_4h",), "dense_4h_to_h", "intermediate_size"),
-}
-
-
-def find_mlps(model: nn.Module) -> tuple[MlpLayout, list[nn.Module]]:
-    """The model's MLP layout and its MLP modules, one per block, in order; MemauditError for other models."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    layout = LAYOUTS.get(model_type)
-    if layout is None:
-        raise MemauditError(
-            f"memorization sinks do not support {type(model).__name__} (model_type {model_type!r}); "
-            f"supported model types: {', '.join(LAYOUTS)}"
-        )
-    names = (*layout.up, layout.down)
-    mlps = [m for m in model.modules() if all(isinstance(getattr(m, n, None), nn.Module) for n in names)]
-    if len(mlps) != config.num_hidden_layers:
-        raise MemauditError(
-            f"found {len(mlps)} MLPs with {', '.join(names)} in {type(model).__name__}, "
-            f"expected one per layer ({config.num_hidden_layers})"
-        )
-    return layout, mlps
-
-
-def units_in(down: nn.Module) -> int:
-    """Number of hidden units a down projection consumes (GPT-2's Conv1D stores its weight transposed)."""
-    return down.nx if isinstance(down, Conv1D) else down.in_features
 
 
 class Sinks:
@@ -212,7 +112,7 @@ class Sinks:
 
     def mask_for_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """bool [N, n_sink]: each id's sinks under this config's scheme (restricted to kept units if pruned)."""
-        ids = _check_ids(ids).cpu()
+        ids = check_ids(ids).cpu()
         wanted = ids.tolist()
         missing = [i for i in dict.fromkeys(wanted) if i not in self._masks]
         if missing:

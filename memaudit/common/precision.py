@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # bf16 must beat fp32 by this factor in the micro-benchmark: a tie is not worth bf16's rounding.

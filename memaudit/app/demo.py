@@ -17,17 +17,17 @@ from pathlib import Path
 
 from rich.console import Console
 
+from memaudit.common.fileio import atomic_dir, read_json, write_jsonl
 from memaudit.corpus.audit import AuditConfig, distinct_texts, write_audit_set
-from memaudit.fileio import atomic_dir, read_json, write_jsonl
-from memaudit.models.sinks import SinkConfig
-from memaudit.models.surgery import remove_sinks
+from memaudit.memsinks.config import SinkConfig
+from memaudit.models.removal import remove_sinks
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
 from memaudit.report.compare import compare_runs
 from memaudit.report.console import print_report
 from memaudit.report.render import write_report, write_run
 from memaudit.training.config import TrainConfig
-from memaudit.training.loop import blocks_per_epoch, train
+from memaudit.training.train import blocks_per_epoch, train
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.run import UnlearnConfig, unlearn
 

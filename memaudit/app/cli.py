@@ -15,14 +15,14 @@ from pathlib import Path
 
 import click
 
+from memaudit.common.errors import MemauditError
+from memaudit.common.validation import default_of
 from memaudit.corpus.config import AuditConfig
-from memaudit.errors import MemauditError
-from memaudit.models.sink_config import EVAL_MODES, SCHEMES, SinkConfig, parse_sink_units
+from memaudit.memsinks.config import EVAL_MODES, SCHEMES, SinkConfig, parse_sink_units
 from memaudit.probes.suite import suite_names
 from memaudit.stress.attacks import StressConfig
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import METHODS, AblateConfig, UnlearnConfig, defaults_text
-from memaudit.validation import default_of
 
 EXIT_BAD_INPUT = 2
 EXIT_GATE_TRIPPED = 1
@@ -63,7 +63,7 @@ def finish_gates(verdicts: list, junit: Path | None) -> None:
 
 def precision_options(command):
     """--precision (with --bf16/--fp32 kept as aliases) and --threads, the same on every command that computes."""
-    from memaudit.precision import PRECISIONS
+    from memaudit.common.precision import PRECISIONS
 
     command = click.option(
         "--threads",
@@ -313,8 +313,8 @@ def train(
       memaudit train --data data/mine --out models/ft --init base/ --sinks 0.7,0.3 --sink-units new:256
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
+    from memaudit.common.fileio import check_out
     from memaudit.corpus.audit import AuditSet
-    from memaudit.fileio import check_out
 
     new_units = parse_sink_units(sink_units)
     if new_units and not sinks:
@@ -325,12 +325,12 @@ def train(
     config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
     AuditSet.check(data_dir)
     if config.init:
-        from memaudit.models.files import locate_model
+        from memaudit.common.model_files import locate_model
 
         locate_model(config.init)
     check_out(out, force=force, inputs=[data_dir, config.init])
 
-    from memaudit.training.loop import train as run_train
+    from memaudit.training.train import train as run_train
 
     result = run_train(data_dir, out, config, resume=resume, force=force)
     final = result.final
@@ -417,7 +417,7 @@ def scan_model(
       memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
-    from memaudit.scan_request import ScanRequest, scan_and_write
+    from memaudit.app.requests import ScanRequest, scan_and_write
     from memaudit.stress.checks import scan_stress_config
 
     request = ScanRequest(precision=pick_precision(precision, legacy_precision), **options)
@@ -473,8 +473,8 @@ def scan_data(
     """
     from rich.console import Console
 
+    from memaudit.common.fileio import check_out, write_json
     from memaudit.corpus.duplicates import emit_audit, format_report, scan_corpus
-    from memaudit.fileio import check_out, write_json
 
     for written in (json_out, audit_out):
         if written is not None:  # files are replaced, but never an input
@@ -517,7 +517,7 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
     id_list = [int(v) if v.strip().isdigit() else v.strip() for v in ids.split(",")] if ids else None
     _check_model_job(model, out, force=force, data_dir=data_dir)
 
-    from memaudit.models.surgery import remove_sinks as run_remove
+    from memaudit.models.removal import remove_sinks as run_remove
 
     report = run_remove(model, out, ids=id_list, data_dir=data_dir, force=force)
     click.echo(
@@ -536,9 +536,9 @@ def _check_model_job(
     model: Path, out: Path, *, force: bool, data_dir: Path | None = None, forget_file: Path | None = None
 ) -> None:
     """What remove-sinks, unlearn and ablate read and write, checked before torch is imported."""
+    from memaudit.common.fileio import check_out
+    from memaudit.common.model_files import locate_model
     from memaudit.corpus.audit import AuditSet
-    from memaudit.fileio import check_out
-    from memaudit.models.files import locate_model
 
     if data_dir is not None:
         AuditSet.check(data_dir)
@@ -775,9 +775,9 @@ def report(
       memaudit report reports/* --reference reports/standard --redact --out reports/shareable
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
     """
-    from memaudit.fileio import check_out
+    from memaudit.common.fileio import check_out
     from memaudit.report.gate import evaluate_gates, parse_gates
-    from memaudit.run_files import read_results
+    from memaudit.report.run_files import read_results
 
     inputs = [*runs, *([reference] if reference is not None else [])]
     check_out(out, force=force, inputs=inputs)
@@ -826,7 +826,7 @@ def demo(
     Examples:  memaudit demo --out reports/demo
                memaudit demo --finetune --out reports/demo-finetune
     """
-    from memaudit.demo import run_demo
+    from memaudit.app.demo import run_demo
 
     # Unless asked for, each demo keeps its own precision: `auto`, or fp32 for the --quick ones (1M-parameter
     # models gain little from bf16, and fp32 makes them reproduce across CPUs to float tolerance).

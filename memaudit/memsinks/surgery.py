@@ -1,20 +1,18 @@
-"""Deleting sink units from a MemSink model. A zeroed hidden unit contributes nothing to the down projection, so
+"""Unit surgery on a model's MLPs: deleting sink units (all of them, or one set of ids') and adding
+new ones for sink fine-tuning. A zeroed hidden unit contributes nothing to the down projection, so
 deleting it (its rows of the up/gate projections, its column of the down projection) gives the same outputs as
 masking it, in a smaller model that any `transformers` install loads with no memaudit code."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from memaudit.corpus.audit import AuditSet, sink_id
-from memaudit.corpus.sources import owner_id
-from memaudit.errors import MemauditError
-from memaudit.fileio import atomic_dir, check_out
-from memaudit.models.sinks import SinkConfig, Sinks, find_mlps, units_in
+from memaudit.common.errors import MemauditError
+from memaudit.memsinks.config import SinkConfig
+from memaudit.memsinks.layouts import find_mlps, unit_dim, units_in
+from memaudit.memsinks.sinks import Sinks
 
 
 def _keep_units(module: nn.Module, keep: torch.Tensor, *, outputs: bool) -> None:
@@ -32,13 +30,6 @@ def _keep_units(module: nn.Module, keep: torch.Tensor, *, outputs: bool) -> None
 def _width_attr(module: nn.Module, outputs: bool) -> str:
     conv = isinstance(module, Conv1D)
     return ("nf" if conv else "out_features") if outputs else ("nx" if conv else "in_features")
-
-
-def unit_dim(module: nn.Module, outputs: bool) -> int:
-    """The weight dimension that indexes hidden units: output features of an up/gate projection, input features
-    of a down projection (GPT-2's Conv1D stores weight as [in, out], a Linear as [out, in])."""
-    conv = isinstance(module, Conv1D)
-    return int(conv) if outputs else int(not conv)
 
 
 def _add_units(module: nn.Module, n: int, *, outputs: bool) -> None:
@@ -140,70 +131,3 @@ def reattach_sinks(model: nn.Module, report: dict) -> Sinks:
         pool_size=report["pool_size"],
         kept_sink_units=report["kept_sink_units"],
     )
-
-
-def _resolve_ids(ids: list[int | str], data: AuditSet, source: Path) -> dict[int | str, int]:
-    """Each given id -> its sink id: an owner's id (hashed as at `data build --id-field`) when the data dir has
-    owners, else the document id itself, which is an integer."""
-    field = data.manifest.get("config", {}).get("id_field")
-    if field:
-        return {value: owner_id(value, field, "ids") for value in ids}
-    bad = [v for v in ids if not isinstance(v, int) or isinstance(v, bool)]
-    if bad:
-        raise MemauditError(f"ids: {bad[0]!r} is not a document id (an integer); {source} was built without --id-field")
-    return {value: value for value in ids}
-
-
-def remove_sinks(
-    model_dir: Path,
-    out: Path,
-    *,
-    ids: list[int | str] | None = None,
-    data_dir: Path | None = None,
-    force: bool = False,
-) -> dict:
-    """`memaudit remove-sinks`: write a copy of a MemSink model dir with sink units deleted.
-
-    ids=None deletes the whole pool: the result is a plain, smaller HF model equal to `off` mode.
-    ids given deletes only those documents' sinks; the copy keeps the others' (memaudit.json
-    records the kept units, and memaudit's loader re-attaches them). The ids must be documents
-    the model was trained on (train.jsonl of `data_dir`, default the data dir it was trained on),
-    or, for a data dir built with `--id-field`, the owners of its rows (e.g. user ids).
-    A model sink fine-tuned with new units gets its base model's config back whole."""
-    from memaudit.models.io import load_model, save_model
-
-    model_dir, out = Path(model_dir), Path(out)
-    check_out(out, force=force, inputs=[model_dir, data_dir])
-    loaded = load_model(model_dir)
-    if loaded.sinks is None:
-        raise MemauditError(f"{model_dir}: not a MemSink model (its memaudit.json records no sinks)")
-    keep_ids = None
-    if ids is not None:
-        source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
-        if not (source / "train.jsonl").is_file():
-            raise MemauditError(f"ids need the training data to check them against: pass `data_dir`; tried {source}")
-        data = AuditSet.load(source)
-        resolved = _resolve_ids(ids, data, source)
-        trained = {sink_id(r) for r in data.train}
-        unknown = sorted((given for given, sink in resolved.items() if sink not in trained), key=str)
-        ids = sorted(set(resolved.values()))
-        if unknown:
-            shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
-            raise MemauditError(
-                f"ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
-            )
-        keep_ids = sorted(trained - set(ids))
-    report = prune_sink_units(loaded.model, loaded.sinks, ids=ids, keep_ids=keep_ids)
-    meta = {**loaded.meta, "kind": "memsink-removed" if ids is None else "memsink-pruned", "base_model": str(model_dir)}
-    summary = {k: v for k, v in report.items() if k != "kept_sink_units"}
-    if ids is None:
-        meta["sinks"] = None  # a plain model now: nothing to re-attach
-        for name, value in loaded.meta.get("init", {}).get("base_mlp", {}).items():  # new:N: the base's own value
-            setattr(loaded.model.config, name, value)
-        meta["removed_sinks"] = summary
-    else:
-        meta["sink_pool"] = {"pool_size": report["pool_size"], "kept_sink_units": report["kept_sink_units"]}
-        meta["removed_sinks"] = {**summary, "ids": sorted(ids)}
-    with atomic_dir(out, force=force) as tmp:
-        save_model(loaded.model, loaded.tokenizer, tmp, meta)
-    return summary

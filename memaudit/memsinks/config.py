@@ -1,6 +1,6 @@
 """MemSink settings and the registries of mask schemes and evaluation modes, without torch: the
 command line takes its choices and help text from here, and checks `--sinks G,P` before it
-imports anything heavy. `memaudit.models.sinks` applies them to a model."""
+imports anything heavy. `memaudit.memsinks.sinks` applies them to a model."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-from memaudit.errors import MemauditError
-from memaudit.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
+from memaudit.common.errors import MemauditError
+from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
 
-# scheme -> what it does (the masks themselves: memaudit.models.sinks.hash_mask / disjoint_mask)
+# scheme -> what it does (the masks themselves: memaudit.memsinks.sinks.hash_mask / disjoint_mask)
 SCHEMES: dict[str, str] = {
     "hash": "the reference function of docs/memsinks.md (documents' masks overlap)",
     "disjoint": "ids fall into `groups` groups that own separate slices of the pool, so one group's sinks "

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from memaudit.errors import MemauditError
-from memaudit.fileio import read_json, sha256_file
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import read_json, sha256_file
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")

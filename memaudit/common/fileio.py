@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

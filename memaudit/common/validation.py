@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 
-from memaudit.errors import MemauditError
+from memaudit.common.errors import MemauditError
 
 MAX_STEPS = 10_000_000  # optimizer steps of one run: ~months on a GPU at the smallest model
 MAX_REPEATS = 10_000  # a planted document's occurrences; every occurrence is an index in the packed stream

@@ -1,0 +1,79 @@
+"""`memaudit remove-sinks` on model dirs: a MemSink model dir in, a copy with sink units deleted out.
+The unit surgery itself is `memaudit.memsinks.prune_sink_units`; this module resolves the ids a user
+names against the training data and keeps `memaudit.json` true to what the copy is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import atomic_dir, check_out
+from memaudit.corpus.audit import AuditSet, sink_id
+from memaudit.corpus.sources import owner_id
+from memaudit.memsinks.surgery import prune_sink_units
+from memaudit.models.io import load_model, save_model
+
+
+def _resolve_ids(ids: list[int | str], data: AuditSet, source: Path) -> dict[int | str, int]:
+    """Each given id -> its sink id: an owner's id (hashed as at `data build --id-field`) when the data dir has
+    owners, else the document id itself, which is an integer."""
+    field = data.manifest.get("config", {}).get("id_field")
+    if field:
+        return {value: owner_id(value, field, "ids") for value in ids}
+    bad = [v for v in ids if not isinstance(v, int) or isinstance(v, bool)]
+    if bad:
+        raise MemauditError(f"ids: {bad[0]!r} is not a document id (an integer); {source} was built without --id-field")
+    return {value: value for value in ids}
+
+
+def remove_sinks(
+    model_dir: Path,
+    out: Path,
+    *,
+    ids: list[int | str] | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+) -> dict:
+    """`memaudit remove-sinks`: write a copy of a MemSink model dir with sink units deleted.
+
+    ids=None deletes the whole pool: the result is a plain, smaller HF model equal to `off` mode.
+    ids given deletes only those documents' sinks; the copy keeps the others' (memaudit.json
+    records the kept units, and memaudit's loader re-attaches them). The ids must be documents
+    the model was trained on (train.jsonl of `data_dir`, default the data dir it was trained on),
+    or, for a data dir built with `--id-field`, the owners of its rows (e.g. user ids).
+    A model sink fine-tuned with new units gets its base model's config back whole."""
+    model_dir, out = Path(model_dir), Path(out)
+    check_out(out, force=force, inputs=[model_dir, data_dir])
+    loaded = load_model(model_dir)
+    if loaded.sinks is None:
+        raise MemauditError(f"{model_dir}: not a MemSink model (its memaudit.json records no sinks)")
+    keep_ids = None
+    if ids is not None:
+        source = Path(data_dir or loaded.meta.get("data", {}).get("dir", ""))
+        if not (source / "train.jsonl").is_file():
+            raise MemauditError(f"ids need the training data to check them against: pass `data_dir`; tried {source}")
+        data = AuditSet.load(source)
+        resolved = _resolve_ids(ids, data, source)
+        trained = {sink_id(r) for r in data.train}
+        unknown = sorted((given for given, sink in resolved.items() if sink not in trained), key=str)
+        ids = sorted(set(resolved.values()))
+        if unknown:
+            shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+            raise MemauditError(
+                f"ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
+            )
+        keep_ids = sorted(trained - set(ids))
+    report = prune_sink_units(loaded.model, loaded.sinks, ids=ids, keep_ids=keep_ids)
+    meta = {**loaded.meta, "kind": "memsink-removed" if ids is None else "memsink-pruned", "base_model": str(model_dir)}
+    summary = {k: v for k, v in report.items() if k != "kept_sink_units"}
+    if ids is None:
+        meta["sinks"] = None  # a plain model now: nothing to re-attach
+        for name, value in loaded.meta.get("init", {}).get("base_mlp", {}).items():  # new:N: the base's own value
+            setattr(loaded.model.config, name, value)
+        meta["removed_sinks"] = summary
+    else:
+        meta["sink_pool"] = {"pool_size": report["pool_size"], "kept_sink_units": report["kept_sink_units"]}
+        meta["removed_sinks"] = {**summary, "ids": sorted(ids)}
+    with atomic_dir(out, force=force) as tmp:
+        save_model(loaded.model, loaded.tokenizer, tmp, meta)
+    return summary
