@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: install demo test lint browser
+.PHONY: install demo test test-fast lint browser
 install: $(VENV)/.installed
 
 # Headless Chromium for the report's real-browser tests (skipped without it). Needs root + apt-get.
@@ -28,6 +28,11 @@ demo: $(VENV)/.installed
 # One pytest-xdist worker per usable core (at most 4; tests/conftest.py), each with its share of the torch threads.
 test: $(VENV)/.installed browser
 	$(PY) -m pytest -q -n auto
+
+# The quick subset while working: every test but the `slow` ones (those that train a model for more than a few
+# steps or launch processes).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

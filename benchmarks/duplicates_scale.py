@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from memaudit.corpus.config import ScanDataConfig
 from memaudit.corpus.duplicates import scan_corpus, window_hashes
 from memaudit.corpus.sources import load_documents, normalize
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--ngram", type=int, default=50)
     args = parser.parse_args()
 
-    report, seconds = timed(lambda: scan_corpus(args.corpus, ngram_tokens=args.ngram), args.reps)
+    report, seconds = timed(lambda: scan_corpus(args.corpus, ScanDataConfig(ngram_tokens=args.ngram)), args.reps)
     c = report.counts
     print(
         f"scan_corpus({args.corpus!r}): {c['occurrences']:,} documents, {c['tokens']:,} tokens in {seconds:.2f} s "

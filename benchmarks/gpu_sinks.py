@@ -25,7 +25,7 @@ import torch
 import transformers
 
 from memaudit.app.demo import DemoConfig, training_plan
-from memaudit.common.precision import cpu_description
+from memaudit.common.hardware import cpu_description
 from memaudit.corpus.audit import write_audit_set
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite

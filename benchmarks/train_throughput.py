@@ -23,7 +23,8 @@ import torch
 import transformers
 
 from memaudit.app.demo import DemoConfig
-from memaudit.common.precision import cpu_description, resolve_precision
+from memaudit.common.hardware import cpu_description
+from memaudit.common.precision import resolve_precision
 from memaudit.corpus.audit import AuditSet, write_audit_set
 from memaudit.corpus.tokenizer import load_tokenizer
 from memaudit.models.zoo import build_config, build_model

@@ -2,8 +2,10 @@
 
 The Python API mirrors the command line and returns data (dicts, dataclasses):
 `write_audit_set`, `train`, `scan` (or `scan_and_write` of a `ScanRequest`, as `memaudit scan
-model` does), `remove_sinks`, `unlearn`, `ablate`, `compare_runs`, `evaluate_gates`,
-`run_demo`. They are imported on first use, so `import memaudit` stays cheap."""
+model` does), `scan_and_write_corpus` (`memaudit scan data`), `remove_sinks`, `unlearn`,
+`ablate`, `compare_runs` (or `report_and_write` of a `ReportRequest`, as `memaudit report`
+does), `evaluate_gates`, `run_demo`. They are imported on first use, so `import memaudit` stays
+cheap."""
 
 from importlib import import_module
 
@@ -12,6 +14,8 @@ __version__ = "0.1.0"
 _API = {
     "AuditConfig": "memaudit.corpus.audit",
     "write_audit_set": "memaudit.corpus.audit",
+    "ScanDataConfig": "memaudit.corpus.config",
+    "scan_and_write_corpus": "memaudit.corpus.duplicates",
     "TrainConfig": "memaudit.training.config",
     "train": "memaudit.training.train",
     "ScanConfig": "memaudit.probes.config",
@@ -27,6 +31,8 @@ _API = {
     "unlearn": "memaudit.unlearning.run",
     "ablate": "memaudit.unlearning.ablate",
     "compare_runs": "memaudit.report.compare",
+    "ReportRequest": "memaudit.app.requests",
+    "report_and_write": "memaudit.app.requests",
     "write_report": "memaudit.report.render",
     "evaluate_gates": "memaudit.report.gate",
     "run_demo": "memaudit.app.demo",

@@ -27,7 +27,7 @@ from seed_table import mean_range  # scripts/ is on the path when a script runs
 
 from memaudit.app.demo import DemoConfig
 from memaudit.common.fileio import write_json
-from memaudit.common.precision import cpu_description
+from memaudit.common.hardware import cpu_description
 from memaudit.corpus.audit import write_audit_set
 from memaudit.corpus.sources import load_documents
 from memaudit.memsinks.config import SinkConfig
@@ -79,7 +79,7 @@ def prepare(root: Path, pretrain: TrainConfig) -> tuple[Path, Path]:
             f"{base} was pretrained with seed {trained_with}, not {pretrain.seed}: give each base its own --out"
         )
     if not ft_data.exists():
-        write_audit_set(replace(lean, corpus=str(ft_corpus), tokenizer=str(base)), ft_data)
+        write_audit_set(replace(lean, corpus=str(ft_corpus), tokenizer=str(base), vocab_size=None), ft_data)
     return base, ft_data
 
 

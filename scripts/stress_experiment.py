@@ -24,7 +24,7 @@ import torch
 from seed_table import mean_range  # scripts/ is on the path when a script runs
 
 from memaudit.app.demo import DemoConfig, run_demo
-from memaudit.common.precision import cpu_description
+from memaudit.common.hardware import cpu_description
 from memaudit.report.compare import compare_runs
 from memaudit.report.render import write_report
 from memaudit.report.run_files import read_results

@@ -22,7 +22,7 @@ import torch
 import transformers
 
 from memaudit.app.demo import QUICK, training_plan
-from memaudit.common.precision import usable_cores
+from memaudit.common.hardware import usable_cores
 from memaudit.corpus.audit import write_audit_set
 from memaudit.probes.config import ScanConfig
 from memaudit.training.config import TrainConfig
@@ -43,6 +43,18 @@ def pytest_configure(config) -> None:
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per core this process may use (its affinity, not the host's cores), at most 4."""
     return min(4, usable_cores())
+
+
+# Fixtures that train models: every test that uses one, directly or through another fixture, is
+# `slow` (left out of `make test-fast`). Tests that train inline or launch processes carry the mark
+# themselves.
+TRAINING_FIXTURES = {"tiny_trained", "base"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.common.fileio import atomic_write_text
-from memaudit.probes.config import ATTACKS, ScanConfig
+from memaudit.probes.config import ATTACKS, SCAN_SCHEMA_VERSION, ScanConfig
 from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.registry import at_prefix
 from memaudit.probes.scoring import ScoredSequence
@@ -86,7 +86,7 @@ def results(
     """A scan's results document as `scan` writes it, metrics computed from `scan_rows`."""
     rows = scan_rows(memorized, seed)
     return {
-        "schema_version": 1,
+        "schema_version": SCAN_SCHEMA_VERSION,
         "memaudit_version": "0.1.0",
         "created": "2026-01-01T00:00:00+00:00",
         "model": {

@@ -2,10 +2,20 @@
 
 import shutil
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from memaudit.app.cli import main
+from memaudit.app.cli import _as_flags, main
+from memaudit.app.requests import ReportRequest, ScanRequest, report_and_write
+from memaudit.common.errors import MemauditError
+from memaudit.corpus.config import DEFAULT_VOCAB_SIZE, AuditConfig, ScanDataConfig
+from memaudit.memsinks.config import SinkConfig
+from memaudit.models.removal import remove_sinks
+from memaudit.training.config import TrainConfig
+from memaudit.training.train import train
+from memaudit.unlearning.ablate import ablate
+from memaudit.unlearning.run import unlearn
 
 
 def run(*args):
@@ -111,6 +121,7 @@ def test_train_bad_numbers(tiny_data, tmp_path, steps):
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
 
 
+@pytest.mark.slow
 def test_scan_and_train_end_to_end(tiny_data, tmp_path):
     result = run(
         "train", "--data", tiny_data, "--out", tmp_path / "m", "--arch", "llama-1m", "--steps", "4", "--eval-every", "2"
@@ -175,3 +186,99 @@ def test_python_api_mirrors_the_cli():
         assert getattr(memaudit, name) is not None, name
     with pytest.raises(AttributeError):
         memaudit.no_such_thing  # noqa: B018
+
+
+# -- the Python API refuses what the command line refuses, with the same message ---------------------
+
+# (command line, the same request through the Python API, given the test's folder)
+REFUSED_ALIKE = {
+    "vocab size beside a tokenizer": (
+        ["data", "build", "--out", "{out}", "--tokenizer", "m", "--vocab-size", "1000"],
+        lambda t: AuditConfig(tokenizer="m", vocab_size=1000),
+    ),
+    "new sink units without sinks": (
+        ["train", "--data", "{data}", "--out", "{out}", "--sink-units", "new:8"],
+        lambda t: SinkConfig.parse(None, sink_units="new:8"),
+    ),
+    "stress without a data dir": (
+        ["scan", "model", "m", "--audit", "{text}", "--out", "{out}", "--stress", "quant:int8"],
+        lambda t: ScanRequest(model="m", out=t / "out", audit=t / "a.txt", stress=["quant:int8"]),
+    ),
+    "stress with redaction": (
+        ["scan", "model", "m", "--data", "{data}", "--out", "{out}", "--redact", "--stress", "quant:int8"],
+        lambda t: ScanRequest(model="m", out=t / "out", data_dir=t / "data", redact=True, stress=["quant:int8"]),
+    ),
+    "a bad attack": (
+        ["scan", "model", "m", "--data", "{data}", "--out", "{out}", "--stress", "qaunt:int8"],
+        lambda t: ScanRequest(model="m", out=t / "out", data_dir=t / "data", stress=["qaunt:int8"]),
+    ),
+    "scan data settings": (["scan", "data", "{text}", "--near", "0"], lambda t: ScanDataConfig(near_threshold=0.0)),
+    "a report of no scan": (
+        ["report", "{data}", "--out", "{out}"],
+        lambda t: report_and_write(ReportRequest(runs=[t / "data"], out=t / "out")),
+    ),
+    "train without a data dir": (
+        ["train", "--data", "{missing}", "--out", "{out}"],
+        lambda t: train(t / "missing", t / "out", TrainConfig()),
+    ),
+    "train over its data": (
+        ["train", "--data", "{data}", "--out", "{data}"],
+        lambda t: train(t / "data", t / "data", TrainConfig()),
+    ),
+    "unlearn without a model": (
+        ["unlearn", "{missing}", "--data", "{data}", "--out", "{out}"],
+        lambda t: unlearn(t / "missing", t / "data", t / "out"),
+    ),
+    "ablate without a model": (
+        ["ablate", "{missing}", "--data", "{data}", "--out", "{out}"],
+        lambda t: ablate(t / "missing", t / "data", t / "out"),
+    ),
+    "remove-sinks without a model": (
+        ["remove-sinks", "{missing}", "--out", "{out}"],
+        lambda t: remove_sinks(t / "missing", t / "out"),
+    ),
+}
+
+
+def _command(args: list[str]) -> click.Command:
+    command = main
+    for word in args:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        command = command.commands[word]
+    return command
+
+
+@pytest.mark.parametrize("case", REFUSED_ALIKE)
+def test_the_python_api_refuses_what_the_cli_refuses_with_the_same_message(case, tmp_path):
+    args, call = REFUSED_ALIKE[case]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    (tmp_path / "a.txt").write_text("one text to audit\n")
+    paths = {
+        "out": tmp_path / "out",
+        "data": tmp_path / "data",
+        "text": tmp_path / "a.txt",
+        "missing": tmp_path / "missing",
+    }
+    result = run(*(a.format(**paths) for a in args))
+    assert_one_line_error(result)
+    with pytest.raises(MemauditError) as refused:
+        call(tmp_path)
+    assert result.stderr.strip() == f"error: {_as_flags(str(refused.value), _command(args))}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_requests_and_configs_hold_typed_values(tmp_path):
+    config = AuditConfig(tokenizer="m")
+    assert config.vocab_size is None and config.bpe_vocab_size == AuditConfig().bpe_vocab_size == DEFAULT_VOCAB_SIZE
+    request = ScanRequest(model="m", out=tmp_path / "r", data_dir=tmp_path, stress=["quant:int4"])
+    assert [a.name for a in request.stress] == ["quant:int4"] and request.stress_out == tmp_path / "r" / "stress"
+    assert request.stress_config.attacks == request.stress and request.stress_config.precision == request.precision
+    assert ScanRequest(model="m", out=tmp_path / "r", data_dir=tmp_path).stress_config is None
+    report = ReportRequest(runs=[str(tmp_path)], out=str(tmp_path / "c"), reference=str(tmp_path))
+    assert report.runs == (tmp_path,) and report.inputs == [tmp_path, tmp_path]
+    with pytest.raises(MemauditError, match="runs must be a list of scan run dirs"):
+        ReportRequest(runs=[], out=tmp_path / "c")
+    with pytest.raises(MemauditError, match="fail_on must be a list of gate expressions"):
+        ReportRequest(runs=[tmp_path], out=tmp_path / "c", fail_on="x>0")

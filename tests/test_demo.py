@@ -83,6 +83,7 @@ FINETUNE_RUNS = ["standard", "no-repeats", "unlearn-npo"] + [
 ]
 
 
+@pytest.mark.slow
 def test_finetune_demo_fine_tunes_one_base_model_four_ways(tmp_path):
     """`memaudit demo --finetune`, shortened: a base pretrained on one half of the corpus, fine-tuned on the other
     half; removing new sink units gives back the base's architecture, removing existing ones narrows it."""

@@ -14,6 +14,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import read_jsonl
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.audit_file import load_audit_rows
+from memaudit.corpus.config import ScanDataConfig
 from memaudit.corpus.duplicates import (
     emit_audit,
     estimate_jaccard,
@@ -64,7 +65,7 @@ def synthetic(tmp_path_factory):
     path = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", texts)
     parts = {"thrice": thrice, "twice": twice, "near": " ".join(near), "near_edit": " ".join(near_edit)}
     parts |= {"left": " ".join(left), "right": " ".join(right), "unique": unique}
-    return path, parts, scan_corpus(path, ngram_tokens=50, top=5)
+    return path, parts, scan_corpus(path, ScanDataConfig(ngram_tokens=50, top=5))
 
 
 def row_of(report, text):
@@ -128,7 +129,7 @@ def test_window_hashes_stay_inside_documents():
 
 def test_data_dir_top_sequences_are_the_planted_ones(tiny_data):
     train = AuditSet.load(tiny_data).train
-    report = scan_corpus(tiny_data, top=10)
+    report = scan_corpus(tiny_data, ScanDataConfig(top=10))
     by_id = report.documents.set_index("doc_id")
     assert all(by_id.loc[r["doc_id"], "count"] == r["repeats"] for r in train)
     planted = {r["doc_id"] for r in train if r["repeats"] == 64}
@@ -179,7 +180,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(MemauditError, match="not a memaudit data dir"):
         scan_corpus(tmp_path)
     with pytest.raises(MemauditError, match="--near"):
-        scan_corpus(write_corpus(tmp_path / "one.jsonl", ["a b c"]), near_threshold=0)
+        ScanDataConfig(near_threshold=0)
 
 
 def test_banding_finds_pairs_at_the_threshold():

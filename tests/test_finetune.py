@@ -57,7 +57,10 @@ def user_data(base: Path, shared_dir: Path) -> Path:
         corpus = root / "corpus.jsonl"
         rows = [{"text": t, "user_id": f"user{i % USERS}"} for i, t in enumerate(load_documents("austen")[:900])]
         corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        write_audit_set(replace(TINY_DATA, corpus=str(corpus), tokenizer=str(base), id_field="user_id"), root / "data")
+        write_audit_set(
+            replace(TINY_DATA, corpus=str(corpus), tokenizer=str(base), vocab_size=None, id_field="user_id"),
+            root / "data",
+        )
 
     return built_once(shared_dir / "finetune-users", build, done="data") / "data"
 
@@ -65,7 +68,7 @@ def user_data(base: Path, shared_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def sink_ft(base: Path, user_data: Path, shared_dir: Path) -> Path:
     """The base model sink fine-tuned with new units on the users' data, disjoint scheme."""
-    sinks = SinkConfig(scheme="disjoint", groups=4, new_units=NEW_UNITS).to_dict()
+    sinks = SinkConfig(scheme="disjoint", groups=4, new_units=NEW_UNITS)
     config = replace(TINY_TRAIN, init=str(base), sinks=sinks)
     return built_once(
         shared_dir / "finetune-sinks", lambda out: train(user_data, out, config, force=True, progress=False)
@@ -94,9 +97,9 @@ def test_new_units_leave_the_model_unchanged_and_go_back_whole(arch: str) -> Non
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (dict(sinks=SinkConfig(new_units=8).to_dict()), "sink_units new:N widens a pretrained model"),
+        (dict(sinks=SinkConfig(new_units=8)), "sink_units new:N widens a pretrained model"),
         (dict(init="m", freeze_base=True), "freeze_base trains only new sink units"),
-        (dict(init="m", sinks=SinkConfig(new_units=8).to_dict(), train_shared_mlp=True), "pass `freeze_base` too"),
+        (dict(init="m", sinks=SinkConfig(new_units=8), train_shared_mlp=True), "pass `freeze_base` too"),
         (dict(init=" "), "init must be a model dir"),
         (dict(init="m", freeze_base="yes"), "freeze_base must be True or False"),
     ],
@@ -214,7 +217,7 @@ def test_sink_fine_tuning_and_deletion_by_user(sink_ft: Path, base: Path, user_d
 
 
 def test_freeze_base_keeps_every_pretrained_weight(base: Path, user_data: Path, tmp_path: Path) -> None:
-    sinks = SinkConfig(new_units=16).to_dict()
+    sinks = SinkConfig(new_units=16)
     cfg = replace(TINY_TRAIN, init=str(base), sinks=sinks, freeze_base=True, steps=4, eval_every=4)
     trained = load_model(train(user_data, tmp_path / "frozen", cfg, progress=False).path).model.state_dict()
     original = AutoModelForCausalLM.from_pretrained(base).state_dict()
@@ -239,7 +242,7 @@ def test_own_mode_scans_key_sinks_on_owners(sink_ft: Path, user_data: Path) -> N
 
 
 def test_train_shared_mlp_trains_the_whole_mlps_only(base: Path, user_data: Path, tmp_path: Path) -> None:
-    sinks = SinkConfig(new_units=16).to_dict()
+    sinks = SinkConfig(new_units=16)
     cfg = replace(TINY_TRAIN, init=str(base), sinks=sinks, freeze_base=True, train_shared_mlp=True, steps=2)
     trained = load_model(train(user_data, tmp_path / "mlp", cfg, progress=False).path).model.state_dict()
     original = AutoModelForCausalLM.from_pretrained(base).state_dict()

@@ -31,6 +31,7 @@ from memaudit.common.fileio import atomic_dir, output_lock, write_json
 from memaudit.common.model_files import looks_local
 from memaudit.corpus.config import AuditConfig
 from memaudit.corpus.sources import load_records, load_texts
+from memaudit.probes.config import SCAN_SCHEMA_VERSION
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import AblateConfig, UnlearnConfig
 
@@ -262,7 +263,11 @@ def _model_dir(root: Path, weights: bytes, config: str = '{"model_type": "gpt2"}
 def _results(root: Path, **changes) -> Path:
     run = root / "run"
     run.mkdir()
-    results = {"schema_version": 1, "model": {"path": "m"}, "metrics": {"memorization.member_loss": {"value": 2.0}}}
+    results = {
+        "schema_version": SCAN_SCHEMA_VERSION,
+        "model": {"path": "m"},
+        "metrics": {"memorization.member_loss": {"value": 2.0}},
+    }
     (run / "results.json").write_text(json.dumps({**results, "sequences": [], **changes}))
     return run
 

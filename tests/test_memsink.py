@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from memaudit.app.cli import main
 from memaudit.corpus.audit import AuditSet
 from memaudit.corpus.tokenizer import encode_documents
+from memaudit.memsinks.config import SinkConfig
 from memaudit.models.io import load_model
 from memaudit.probes.scan import scan
 from memaudit.probes.scoring import score_sequences
@@ -26,6 +27,7 @@ def member_loss(results, level=None):
 def test_memsink_dir_records_sinks_and_reloads_them(tiny_memsink):
     meta = json.loads((tiny_memsink / "memaudit.json").read_text())
     assert meta["kind"] == "memsink" and meta["sinks"]["shared_fraction"] == 0.7 and meta["sinks"]["scheme"] == "hash"
+    assert meta["train"]["sinks"] == meta["sinks"] == SinkConfig.from_dict(meta["sinks"]).to_dict()  # the whole mapping
     loaded = load_model(tiny_memsink)
     assert loaded.sinks is not None and loaded.sinks.mode == "off"
     # A plain transformers load runs every sink unit, as if all documents' sinks were on at once.

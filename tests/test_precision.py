@@ -79,7 +79,6 @@ def restore_threads():
 
 
 def test_processes_sharing_a_cpu_split_its_cores(monkeypatch, restore_threads):
-    monkeypatch.setattr(prec, "usable_cores", lambda: 16)
     monkeypatch.setattr("memaudit.common.parallel.usable_cores", lambda: 16)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert configure_threads() == 4

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from synthetic import CONFIG, attack_record, results, scan_rows, valid_scores
 
 from memaudit.common.errors import MemauditError
-from memaudit.probes.config import ScanConfig
+from memaudit.probes.config import FAMILIES, ScanConfig
 from memaudit.probes.listing import metrics_markdown
 from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.registry import (
@@ -32,7 +32,6 @@ from memaudit.probes.registry import (
     pareto_axes,
     register,
 )
-from memaudit.stress.attacks import FAMILIES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 LISTED = [m.name for m in listed()]

@@ -17,9 +17,11 @@ import synthetic
 from markupsafe import escape
 
 from memaudit.common.errors import MemauditError
+from memaudit.probes.config import SCAN_SCHEMA_VERSION
 from memaudit.probes.scan import ScanConfig, scan
 from memaudit.report.compare import compare_runs, pareto_front
 from memaudit.report.console import print_report, print_summary
+from memaudit.report.document import SCHEMA_VERSION
 from memaudit.report.gate import evaluate_gates, write_junit
 from memaudit.report.render import markdown, write_report, write_run
 from memaudit.report.verdict import guard_note, verdicts
@@ -84,7 +86,7 @@ def fake_results(
         }
     )
     return {
-        "schema_version": 1,
+        "schema_version": SCAN_SCHEMA_VERSION,
         "memaudit_version": "0.1.0",
         "created": "2026-01-01T00:00:00+00:00",
         "model": {
@@ -131,7 +133,7 @@ def test_comparative_report_files(three_runs, tmp_path):
     out = write_report(doc, tmp_path / "report")
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS
     saved = json.loads((out / "results.json").read_text())
-    assert saved["schema_version"] == 1 and saved["document"] == "memaudit.report"
+    assert saved["schema_version"] == SCHEMA_VERSION and saved["document"] == "memaudit.report"
     assert [r["label"] for r in saved["runs"]] == ["standard", "memsink (sinks off)", "no-repeats"]
     assert saved["reference"] == "standard"
     summary = pd.read_csv(out / "summary.csv")

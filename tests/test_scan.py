@@ -7,6 +7,7 @@ import torch
 
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.models.io import load_model
+from memaudit.probes.config import SCAN_SCHEMA_VERSION
 from memaudit.probes.scan import ScanConfig, scan
 from memaudit.probes.scoring import score_sequences
 from memaudit.report.render import write_run
@@ -41,7 +42,7 @@ def test_no_repeats_oracle_shows_no_gap(results):
 
 def test_results_schema(results):
     r = results["standard"]
-    assert r["schema_version"] == 1 and r["model"]["kind"] == "standard" and r["model"]["sha256"]
+    assert r["schema_version"] == SCAN_SCHEMA_VERSION and r["model"]["kind"] == "standard" and r["model"]["sha256"]
     for name, m in r["metrics"].items():
         assert {"value", "higher_is_better", "n", "group"} <= set(m), name
     assert r["metrics"]["memorization.member_loss"]["higher_is_better"] is True

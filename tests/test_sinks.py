@@ -4,6 +4,7 @@ against a hand-written masked forward on each supported architecture."""
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from memaudit.memsinks import sinks as sinks_module
 from memaudit.memsinks.config import EVAL_MODES, SinkConfig
 from memaudit.memsinks.masks import disjoint_mask, group_of, hash_mask
 from memaudit.memsinks.sinks import Sinks
+from memaudit.training.config import TrainConfig
 
 _SMALL = dict(num_hidden_layers=2, num_attention_heads=4, vocab_size=128, bos_token_id=0, eos_token_id=0)
 TINY = {
@@ -169,6 +171,25 @@ def test_sink_config_round_trip() -> None:
     assert SinkConfig.from_dict(config.to_dict()) == config
     with pytest.raises(MemauditError, match="unknown sink config keys \\['g'\\]"):
         SinkConfig.from_dict({"g": 0.7})
+
+
+def test_train_config_holds_one_sink_config() -> None:
+    """`TrainConfig.sinks` is a SinkConfig, whether given as one or as memaudit.json's mapping, and
+    memaudit.json records it as that same mapping."""
+    config = SinkConfig(shared_fraction=0.6, scheme="disjoint", groups=4)
+    for value in (config, config.to_dict()):
+        assert TrainConfig(sinks=value).sinks == config
+    assert asdict(TrainConfig(sinks=config))["sinks"] == config.to_dict()
+    assert SinkConfig.from_dict(config) is config
+    with pytest.raises(MemauditError, match="unknown sink config keys"):
+        TrainConfig(sinks={"g": 0.7})
+
+
+def test_sinks_parse_as_the_command_line_writes_them() -> None:
+    assert SinkConfig.parse(None) is None and SinkConfig.parse("0.6,0.2", groups=4) == SinkConfig(0.6, 0.2, groups=4)
+    assert SinkConfig.parse("0.7,0.3", sink_units="new:64").new_units == 64
+    with pytest.raises(MemauditError, match=r"^sink_units new:N adds sink units: pass `sinks` G,P too$"):
+        SinkConfig.parse(None, sink_units="new:64")
 
 
 def manual_hidden(hidden: torch.Tensor, mode: str, n_shared: int, config: SinkConfig) -> torch.Tensor:

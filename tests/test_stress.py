@@ -18,15 +18,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import memaudit.stress.run as stress_run
 from memaudit.app.cli import main
 from memaudit.common.errors import MemauditError
+from memaudit.probes.config import FAMILIES
 from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.registry import MIN_CLOSED, compute_all, get_metric
 from memaudit.report.gate import evaluate_gates
 from memaudit.report.render import fmt_entry
 from memaudit.report.robustness import recover_text
-from memaudit.stress.attacks import FAMILIES, QUANT_BITS, RELEARN_SETS, Attack, StressConfig, forget_half, parse_attack
+from memaudit.stress.attacks import QUANT_BITS, RELEARN_SETS, Attack, StressConfig, forget_half, parse_attack
 from memaudit.stress.quant import fake_quantize, quantize_model
+from memaudit.stress.run import stress
 
 # -- the quantizer ---------------------------------------------------------------------------------
 
@@ -284,12 +287,37 @@ def test_report_reads_stress_runs(stressed):
     assert "Robustness" in (out / "summary.md").read_text()
 
 
-def test_scan_model_stress_uses_its_scan_as_before(tiny_models, tiny_data, tmp_path):
+def recorded_precisions(monkeypatch) -> list[str]:
+    """The precision of every model a stress run loads, as asked of `load_model` (on a CPU `auto`
+    scans in fp32 too, so the loaded weights alone cannot tell)."""
+    asked = []
+    load = stress_run.load_model
+
+    def recording(model, **options):
+        asked.append(options["precision"])
+        return load(model, **options)
+
+    monkeypatch.setattr(stress_run, "load_model", recording)
+    return asked
+
+
+def test_stress_scans_at_the_precision_asked_for(tiny_models, tiny_data, tmp_path, monkeypatch):
+    asked = recorded_precisions(monkeypatch)
+    (tmp_path / "fast.yaml").write_text(FAST_SUITE)
+    config = StressConfig(attacks=("quant:int8",), suite=str(tmp_path / "fast.yaml"), precision="fp32")
+    stress(tiny_models["no-repeats"], tiny_data, tmp_path / "stress", config, progress=False)
+    assert asked == ["fp32", "fp32"]  # the model before the attack, and the attacked model
+
+
+def test_scan_model_stress_uses_its_scan_as_before(tiny_models, tiny_data, tmp_path, monkeypatch):
+    asked = recorded_precisions(monkeypatch)
     (tmp_path / "fast.yaml").write_text(FAST_SUITE)
     out = tmp_path / "scan"
     args = ["scan", "model", str(tiny_models["standard"]), "--suite", str(tmp_path / "fast.yaml"), "--out", str(out)]
-    done = CliRunner().invoke(main, [*args, "--data", str(tiny_data), "--stress", "quant:int8"])
+    done = CliRunner().invoke(main, [*args, "--data", str(tiny_data), "--stress", "quant:int8", "--precision", "fp32"])
     assert done.exit_code == 0, (done.output, done.exception)
+    assert asked == ["fp32"]  # the attacked model is scanned at the scan's own precision
+    assert done.output.index("wrote " + str(out / "report.html")) < done.output.index("attack quant:int8")
     attacked = json.loads((out / "stress" / "quant-int8" / "results.json").read_text())
     assert attacked["attack"]["name"] == "quant:int8" and (out / "results.json").is_file()
     audit = tmp_path / "audit.txt"

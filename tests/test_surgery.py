@@ -15,6 +15,7 @@ from memaudit.memsinks.config import SinkConfig
 from memaudit.memsinks.masks import disjoint_mask, hash_mask
 from memaudit.memsinks.sinks import Sinks
 from memaudit.memsinks.surgery import prune_sink_units, reattach_sinks
+from memaudit.models.removal import hash_scheme_note, parse_ids
 
 DISJOINT = SinkConfig(scheme="disjoint", groups=4)
 
@@ -102,9 +103,17 @@ def test_hash_scheme_deletion_reports_coverage_and_overlap() -> None:
     assert report["keep_ids_sinks_removed_mean"] == pytest.approx(overlap.mean().item())
     assert report["keep_ids_sinks_removed_max"] == pytest.approx(overlap.max().item())
     assert report["units_after"] == sinks.n_hidden - union.sum().item()
+    note = hash_scheme_note(report, deleted)
+    assert note.startswith(f"hash scheme: the deletion covers {report['pool_fraction_removed']:.1%} of the pool")
+    assert hash_scheme_note(report, None) is None
+    assert hash_scheme_note({**report, "sink_config": DISJOINT.to_dict()}, deleted) is None  # exact there
     # The hash scheme is not for targeted deletion: 20 ids already cover almost the whole pool.
     fresh = tiny_model("gpt2")
     assert prune_sink_units(fresh, Sinks(fresh, SinkConfig()), list(range(1, 21)))["pool_fraction_removed"] > 0.9
+
+
+def test_ids_parse_as_document_ids_or_owners() -> None:
+    assert parse_ids("12, 7,alice ,x9") == [12, 7, "alice", "x9"]
 
 
 def test_prune_refuses_bad_requests() -> None:

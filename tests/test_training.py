@@ -37,6 +37,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(TINY_TRAIN.min_lr_ratio, abs=0.01)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_data, tmp_path, dying_at_checkpoint):
     straight = train(tiny_data, tmp_path / "new" / "folders" / "straight", SHORT, progress=False).path
     with dying_at_checkpoint(), pytest.raises(MemauditError, match="--resume"):
@@ -53,6 +54,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, dying_at_checkpoint):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 20]
 
 
+@pytest.mark.slow
 def test_two_process_training_with_accelerate_launch(tiny_data, tmp_path):
     """On CPU, `accelerate launch --num_processes 2` alone starts ONE process (accelerate 1.15);
     with --multi_gpu it starts two, which join a gloo group. The global batch is split between

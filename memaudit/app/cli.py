@@ -15,10 +15,15 @@ from pathlib import Path
 
 import click
 
+from memaudit.app.requests import ReportRequest, ScanRequest, report_and_write, scan_and_write
 from memaudit.common.errors import MemauditError
+from memaudit.common.precision import DEFAULT_PRECISION, PRECISIONS
 from memaudit.common.validation import default_of
-from memaudit.corpus.config import AuditConfig
-from memaudit.memsinks.config import EVAL_MODES, SCHEMES, SinkConfig, parse_sink_units
+from memaudit.corpus.config import DEFAULT_VOCAB_SIZE, AuditConfig, ScanDataConfig
+from memaudit.memsinks.config import DEFAULT_EVAL_MODE, EVAL_MODES, EXISTING_UNITS, SCHEMES, SinkConfig
+from memaudit.models.checks import check_model_job
+from memaudit.models.zoo import ZOO
+from memaudit.probes.config import GROUPS
 from memaudit.probes.suite import suite_names
 from memaudit.stress.attacks import StressConfig
 from memaudit.training.config import TrainConfig
@@ -63,8 +68,6 @@ def finish_gates(verdicts: list, junit: Path | None) -> None:
 
 def precision_options(command):
     """--precision (with --bf16/--fp32 kept as aliases) and --threads, the same on every command that computes."""
-    from memaudit.common.precision import PRECISIONS
-
     command = click.option(
         "--threads",
         type=click.IntRange(min=1),
@@ -76,7 +79,7 @@ def precision_options(command):
     return click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
-        default="auto",
+        default=DEFAULT_PRECISION,
         show_default=True,
         help="Compute precision. auto: bf16 only where the hardware runs it natively (a GPU with bf16, or a CPU "
         "whose bf16 a cached micro-benchmark shows faster than fp32), else fp32. --bf16/--fp32 are aliases.",
@@ -87,7 +90,7 @@ def pick_precision(precision: str, legacy_precision: str | None) -> str:
     """--precision, or the older --bf16/--fp32 spelling of it; both at once must agree."""
     if legacy_precision is None:
         return precision
-    if precision not in ("auto", legacy_precision):
+    if precision not in (DEFAULT_PRECISION, legacy_precision):
         raise MemauditError(f"--{legacy_precision} contradicts --precision {precision}; give one of them")
     return legacy_precision
 
@@ -192,7 +195,7 @@ def data() -> None:
     "--min-tokens", **_default(AuditConfig, "min_tokens", help="Shortest member/held-out document, in tokens.")
 )
 @click.option("--max-tokens", **_default(AuditConfig, "max_tokens"))
-@click.option("--vocab-size", **_default(AuditConfig, "vocab_size"))
+@click.option("--vocab-size", type=int, default=None, help=f"[default: {DEFAULT_VOCAB_SIZE}]")
 @click.option("--seed", **_default(AuditConfig, "seed"))
 @click.option(
     "--tokenizer",
@@ -216,12 +219,6 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     """
     from memaudit.corpus.audit import write_audit_set
 
-    given = click.get_current_context().get_parameter_source("vocab_size") is click.core.ParameterSource.COMMANDLINE
-    if settings["tokenizer"] and given:
-        raise MemauditError(
-            "--vocab-size sizes the BPE tokenizer trained on the corpus; with --tokenizer the model's own "
-            "tokenizer is used as it is: drop one of the two"
-        )
     config = AuditConfig(
         corpus=corpus, repeats=parse_int_list(repeats, "--repeats"), n_natural=n_natural or None, **settings
     )
@@ -240,9 +237,9 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model dir to write.")
 @click.option(
     "--arch",
-    default="gpt2-5m",
-    show_default=True,
-    help="Zoo name (gpt2-1m, gpt2-5m, gpt2-20m, llama-1m, llama-5m), a transformers model type, or a dir with config.json.",
+    **_default(
+        TrainConfig, "arch", help=f"Zoo name ({', '.join(ZOO)}), a transformers model type, or a dir with config.json."
+    ),
 )
 @click.option("--steps", **_default(TrainConfig, "steps"))
 @click.option("--batch-size", **_default(TrainConfig, "batch_size", help="Sequences per step, over all processes."))
@@ -278,7 +275,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
 )
 @click.option(
     "--sink-units",
-    default="existing",
+    default=EXISTING_UNITS,
     show_default=True,
     metavar="new:N|existing",
     help="With --sinks and --init: new:N adds N fresh sink units to every MLP (the model is unchanged at step 0; "
@@ -313,22 +310,9 @@ def train(
       memaudit train --data data/mine --out models/ft --init base/ --sinks 0.7,0.3 --sink-units new:256
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
-    from memaudit.common.fileio import check_out
-    from memaudit.corpus.audit import AuditSet
-
-    new_units = parse_sink_units(sink_units)
-    if new_units and not sinks:
-        raise MemauditError("sink_units new:N adds sink units: pass --sinks G,P too")
-    sink_config = (
-        SinkConfig.parse(sinks, scheme=scheme, groups=groups, new_units=new_units).to_dict() if sinks else None
-    )
+    sink_config = SinkConfig.parse(sinks, sink_units=sink_units, scheme=scheme, groups=groups)
     config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
-    AuditSet.check(data_dir)
-    if config.init:
-        from memaudit.common.model_files import locate_model
-
-        locate_model(config.init)
-    check_out(out, force=force, inputs=[data_dir, config.init])
+    check_model_job(out, model=config.init, data_dir=data_dir, force=force)
 
     from memaudit.training.train import train as run_train
 
@@ -372,13 +356,11 @@ def scan() -> None:
     default=None,
     help="MemSink evaluation mode: "
     + "; ".join(f"{name}: {mode.summary}" for name, mode in EVAL_MODES.items())
-    + " [default: off].",
+    + f" [default: {DEFAULT_EVAL_MODE}].",
 )
 @click.option(
     "--suite",
-    default="default",
-    show_default=True,
-    help=f"Probe suite: {', '.join(suite_names())}, or a YAML file (see probes/).",
+    **_default(ScanRequest, "suite", help=f"Probe suite: {', '.join(suite_names())}, or a YAML file (see probes/)."),
 )
 @click.option(
     "--reference",
@@ -396,7 +378,6 @@ def scan() -> None:
 @click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes.")
 @click.option(
     "--stress",
-    "stress_attacks",
     multiple=True,
     metavar="ATTACK",
     help="Then attack the model and scan it again into OUT/stress/<attack>/ (memaudit stress): " + _ATTACK_HELP,
@@ -404,9 +385,7 @@ def scan() -> None:
 @precision_options
 @fail_on_options
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
-def scan_model(
-    junit: Path | None, precision: str, legacy_precision: str | None, stress_attacks: tuple[str, ...], **options
-) -> None:
+def scan_model(junit: Path | None, precision: str, legacy_precision: str | None, **options) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
     RUN/{results.json,sequences.csv,summary.csv,summary.md,report.html}.
 
@@ -417,34 +396,35 @@ def scan_model(
       memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
-    from memaudit.app.requests import ScanRequest, scan_and_write
-    from memaudit.stress.checks import scan_stress_config
-
     request = ScanRequest(precision=pick_precision(precision, legacy_precision), **options)
-    stress_config = scan_stress_config(request, stress_attacks)
-    run = scan_and_write(request)
+
+    def show_scan(run) -> None:
+        from memaudit.report.console import print_summary
+
+        print_summary(run.results)
+        click.echo(f"wrote {request.out}/report.html")
+
+    run = scan_and_write(request, on_written=show_scan)
     if run is None:  # not the main process of a multi-process launch
         return
-    from memaudit.report.console import print_stress, print_summary
+    if request.stress:
+        from memaudit.report.console import print_stress
 
-    print_summary(run.results)
-    click.echo(f"wrote {request.out}/report.html")
-    if stress_config is not None:
-        from memaudit.stress.run import stress as run_stress
-
-        out = request.out / "stress"
-        print_stress(
-            run_stress(request.model, request.data_dir, out, stress_config, before=run.results, force=request.force)
-        )
-        click.echo(f"wrote {out}/ (memaudit report {request.out} {out}/* --out REPORT)")
+        print_stress(run.stress)
+        click.echo(f"wrote {request.stress_out}/ (memaudit report {request.out} {request.stress_out}/* --out REPORT)")
     finish_gates(run.verdicts, junit)
 
 
 @scan.command("data")
 @click.argument("corpus", metavar="FILE")
-@click.option("--ngram", default=50, show_default=True, help="Length in tokens of the shared sequences to count.")
-@click.option("--near", default=0.8, show_default=True, help="Jaccard similarity (word 5-grams) of a near duplicate.")
-@click.option("--top", default=20, show_default=True, help="How many of the most repeated sequences to list.")
+@click.option(
+    "--ngram", **_default(ScanDataConfig, "ngram_tokens", help="Length in tokens of the shared sequences to count.")
+)
+@click.option(
+    "--near",
+    **_default(ScanDataConfig, "near_threshold", help="Jaccard similarity (word 5-grams) of a near duplicate."),
+)
+@click.option("--top", **_default(ScanDataConfig, "top", help="How many of the most repeated sequences to list."))
 @click.option(
     "--emit-audit",
     "audit_out",
@@ -453,9 +433,11 @@ def scan_model(
 )
 @click.option(
     "--emit-min-tokens",
-    default=0,
-    show_default=True,
-    help="Only emit sequences at least this long (64 = long enough for extraction probes).",
+    **_default(
+        ScanDataConfig,
+        "emit_min_tokens",
+        help="Only emit sequences at least this long (64 = long enough for extraction probes).",
+    ),
 )
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the statistics as JSON.")
 def scan_data(
@@ -471,22 +453,18 @@ def scan_data(
       memaudit scan data austen
       memaudit scan data data/austen --emit-audit repeated.jsonl --json duplicates.json
     """
+    config = ScanDataConfig(ngram_tokens=ngram, near_threshold=near, top=top, emit_min_tokens=emit_min_tokens)
+
     from rich.console import Console
 
-    from memaudit.common.fileio import check_out, write_json
-    from memaudit.corpus.duplicates import emit_audit, format_report, scan_corpus
+    from memaudit.corpus.duplicates import format_report, scan_and_write_corpus
 
-    for written in (json_out, audit_out):
-        if written is not None:  # files are replaced, but never an input
-            check_out(written, force=True, inputs=[corpus])
-    report = scan_corpus(corpus, ngram_tokens=ngram, near_threshold=near, top=top)
+    report, emitted = scan_and_write_corpus(corpus, config, json_out=json_out, audit_out=audit_out)
     Console().print(format_report(report))
     if json_out:
-        write_json(json_out, report.to_dict())
         click.echo(f"wrote {json_out}")
     if audit_out:
-        n = emit_audit(report, audit_out, min_tokens=emit_min_tokens)
-        click.echo(f"wrote {audit_out}: {n} repeated sequences")
+        click.echo(f"wrote {audit_out}: {emitted} repeated sequences")
 
 
 @main.command("remove-sinks")
@@ -514,36 +492,20 @@ def remove_sinks(model: Path, out: Path, ids: str | None, data_dir: Path | None,
       memaudit remove-sinks models/memsink --out models/memsink-removed
       memaudit remove-sinks models/memsink --out models/forget-two --ids 123456789,987654321
     """
-    id_list = [int(v) if v.strip().isdigit() else v.strip() for v in ids.split(",")] if ids else None
-    _check_model_job(model, out, force=force, data_dir=data_dir)
+    check_model_job(out, model=model, data_dir=data_dir, force=force)
 
+    from memaudit.models.removal import hash_scheme_note, parse_ids
     from memaudit.models.removal import remove_sinks as run_remove
 
+    id_list = parse_ids(ids) if ids else None
     report = run_remove(model, out, ids=id_list, data_dir=data_dir, force=force)
     click.echo(
         f"wrote {out}: MLP width {report['units_before']} -> {report['units_after']} "
         f"({report['removed']} units, {report['pool_fraction_removed']:.1%} of the sink pool)"
     )
-    if id_list and report["sink_config"]["scheme"] == "hash":
-        click.echo(
-            f"hash scheme: the deletion covers {report['pool_fraction_removed']:.1%} of the pool and removes on average "
-            f"{report['keep_ids_sinks_removed_mean']:.1%} (at most {report['keep_ids_sinks_removed_max']:.1%}) of the sinks "
-            "of the documents that stay; use --sink-scheme disjoint for targeted deletion"
-        )
-
-
-def _check_model_job(
-    model: Path, out: Path, *, force: bool, data_dir: Path | None = None, forget_file: Path | None = None
-) -> None:
-    """What remove-sinks, unlearn and ablate read and write, checked before torch is imported."""
-    from memaudit.common.fileio import check_out
-    from memaudit.common.model_files import locate_model
-    from memaudit.corpus.audit import AuditSet
-
-    if data_dir is not None:
-        AuditSet.check(data_dir)
-    locate_model(model)
-    check_out(out, force=force, inputs=[model, data_dir, forget_file])
+    note = hash_scheme_note(report, id_list)
+    if note is not None:
+        click.echo(note)
 
 
 def parse_limit(value: str) -> float | None:
@@ -623,7 +585,7 @@ def unlearn(
         precision=pick_precision(precision, legacy_precision),
         **settings,
     )
-    _check_model_job(model, out, force=force, data_dir=data_dir, forget_file=forget_file)
+    check_model_job(out, model=model, data_dir=data_dir, inputs=[forget_file], force=force)
 
     from memaudit.unlearning.run import unlearn as run_unlearn
 
@@ -675,7 +637,7 @@ def ablate(
     Example:  memaudit ablate models/standard --data data/austen --ratio 0.1 --out models/ablated
     """
     config = AblateConfig(ratio=ratio, retain_docs=retain_docs, seed=seed)
-    _check_model_job(model, out, force=force, data_dir=data_dir, forget_file=forget_file)
+    check_model_job(out, model=model, data_dir=data_dir, inputs=[forget_file], force=force)
 
     from memaudit.unlearning.ablate import ablate as run_ablate
 
@@ -775,28 +737,14 @@ def report(
       memaudit report reports/* --reference reports/standard --redact --out reports/shareable
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
     """
-    from memaudit.common.fileio import check_out
-    from memaudit.report.gate import evaluate_gates, parse_gates
-    from memaudit.report.run_files import read_results
+    request = ReportRequest(runs=runs, out=out, reference=reference, redact=redact, fail_on=fail_on, force=force)
+    written = report_and_write(request)
 
-    inputs = [*runs, *([reference] if reference is not None else [])]
-    check_out(out, force=force, inputs=inputs)
-    for run_dir in inputs:
-        read_results(run_dir)
-    gates = parse_gates(fail_on)
-
-    from memaudit.report.compare import compare_runs
     from memaudit.report.console import print_report
-    from memaudit.report.render import write_report
 
-    doc = compare_runs(runs, reference=reference, redact=redact)
-    verdicts = evaluate_gates(doc, gates)
-    if verdicts:
-        doc["gates"] = [dataclasses.asdict(v) for v in verdicts]
-    write_report(doc, out, force=force)
-    print_report(doc)
+    print_report(written.doc)
     click.echo(f"wrote {out}/report.html")
-    finish_gates(verdicts, junit)
+    finish_gates(written.verdicts, junit)
 
 
 @main.command()
@@ -841,7 +789,7 @@ def demo(
     "groups",
     multiple=True,
     metavar="GROUP",
-    help="Only this group: memorization, extraction, privacy or capability. Repeatable.",
+    help=f"Only this group: {', '.join(GROUPS[:-1])} or {GROUPS[-1]}. Repeatable.",
 )
 @click.option("--markdown", is_flag=True, help="Print Markdown: the text of docs/metrics.md.")
 def metrics_list(groups: tuple[str, ...], markdown: bool) -> None:

@@ -38,8 +38,8 @@ class Pretraining:
     natural text of one half of the corpus (alternate documents), which the fine-tuning audit set never uses."""
 
     train: TrainConfig
-    # Natural documents of that half: 1,000 are ~2.7 epochs in the demo's 300 steps, a base past the early loss
-    # plateau (valid loss 4.9-5.0 over two seeds); 3,000 (0.9 epochs) left one seed on it, at 5.7.
+    # Natural documents of that half: 1,000 are ~2.7 epochs in the demo's 300 steps, enough to carry the base past
+    # the early loss plateau that fewer epochs left some seeds on (docs/results.md).
     n_natural: int = 1000
 
 
@@ -72,7 +72,7 @@ class DemoConfig:
     # guard still checks validation loss every 20 steps.
     unlearn: UnlearnConfig = field(default_factory=lambda: UnlearnConfig(steps=60, eval_every=20, eval_docs=32))
     unlearn_methods: tuple[str, ...] = ("ga", "npo")
-    ablate_ratio: float | None = 0.1  # at 1% this model barely changes (measured: exact rate x128 stays 1.0)
+    ablate_ratio: float | None = 0.1  # at 1% this model barely changes (docs/results.md)
     suite: str = "ci"  # the headline probes; `memaudit scan model --suite full` for the rest
     # Data, unlearning, ablation and scans cost about this fraction of the training time, for the estimate. They
     # scale with the same CPU speed, so the ratio carries across machines (measured: docs/results.md).
@@ -104,7 +104,7 @@ FINETUNE = DemoConfig(
     sinks={"memsink-new": SinkConfig(new_units=512), "memsink-existing": SinkConfig()},
     unlearn_methods=("npo",),
     ablate_ratio=None,
-    other_work_ratio=0.25,  # one unlearning run, nine scans of small models: 108 s against 438 s of training
+    other_work_ratio=0.25,  # one unlearning run and nine scans of small models (measured: docs/results.md)
 )
 QUICK_FINETUNE = replace(
     QUICK,
@@ -171,7 +171,7 @@ def training_plan(cfg: DemoConfig, data: Path, init: Path | None = None) -> dict
     oracle = replace(standard, no_repeats=True)
     oracle_blocks, standard_blocks = blocks_per_epoch(data, [oracle, standard])
     oracle = replace(oracle, steps=max(1, round(standard.steps * oracle_blocks / standard_blocks)))
-    sinks = {name: replace(standard, sinks=sink.to_dict()) for name, sink in cfg.sinks.items()}
+    sinks = {name: replace(standard, sinks=sink) for name, sink in cfg.sinks.items()}
     return {"standard": standard, "no-repeats": oracle, **sinks}
 
 
@@ -213,7 +213,7 @@ def run_demo(
 
 def _steps_to_train(cfg: DemoConfig, out: Path) -> int:
     """Training steps of the models not trained yet, for the estimate. Before the audit set exists
-    (`--finetune` pretrains first), the oracle counts at the standard model's steps: ~15% high."""
+    (`--finetune` pretrains first), the oracle counts at the standard model's steps, so the estimate runs a little high."""
     models = out / "models"
     steps = 0 if cfg.pretrain is None or (models / "base" / "memaudit.json").exists() else cfg.pretrain.train.steps
     data = out / "data"
@@ -240,7 +240,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
         lambda: write_audit_set(natural, pretrain_data, force=True),
     )
     _train_step(step, "base", pretrain_data, base, replace(cfg.pretrain.train, no_repeats=True, sinks=None), estimate)
-    planted = replace(cfg.data, corpus=str(corpus / "finetune.jsonl"), tokenizer=str(base))
+    planted = replace(cfg.data, corpus=str(corpus / "finetune.jsonl"), tokenizer=str(base), vocab_size=None)
     step(
         "build the fine-tuning audit set (the second half, in the base model's tokenizer)",
         data / "manifest.json",

@@ -14,6 +14,9 @@ from pathlib import Path
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import read_json, sha256_file
 
+# Beside a model's weights, what memaudit knows of it: how it was trained and, for a MemSink model, how to
+# re-attach its sinks. Written by memaudit.models.io and memaudit.memsinks, read by the loader.
+META_FILE = "memaudit.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 GGUF_MAGIC = b"GGUF"

@@ -8,7 +8,7 @@ import os
 import torch
 from accelerate import PartialState
 
-from memaudit.common.precision import usable_cores
+from memaudit.common.hardware import usable_cores
 
 
 def cpu_only() -> bool:

@@ -1,7 +1,7 @@
 """Which floating-point precision a run computes in, chosen by what the hardware runs natively.
 
-bf16 autocast doubles training speed on a CPU with native bf16 (AVX512-BF16, AMX) but runs ~20x
-slower than fp32 where the CPU only emulates it (AVX2). So `auto` never guesses from the CPU's
+bf16 autocast speeds training up on a CPU with native bf16 (AVX512-BF16, AMX) but runs many times
+slower than fp32 where the CPU only emulates it (AVX2; docs/results.md). So `auto` never guesses from the CPU's
 name: on a CPU it asks oneDNN whether bf16 is native, then confirms with a short micro-benchmark
 (a training-shaped matmul forward and backward), cached per CPU, torch version and thread count.
 Every run records the precision it used and why."""
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from memaudit.common.errors import MemauditError
+from memaudit.common.hardware import cpu_model
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_PRECISION = "auto"  # what every command and config computes in unless asked otherwise
 # bf16 must beat fp32 by this factor in the micro-benchmark: a tie is not worth bf16's rounding.
 BF16_MIN_SPEEDUP = 1.15
 
@@ -28,7 +29,7 @@ class Precision:
 
     name: str
     reason: str
-    requested: str = "auto"
+    requested: str = DEFAULT_PRECISION
 
     @property
     def line(self) -> str:
@@ -74,30 +75,6 @@ def resolve_precision(requested: str, device_type: str, *, purpose: str = "train
         return Precision("fp32", "auto: CPU scans stay fp32 so scores reproduce across machines", requested)
     verdict = cpu_bf16_verdict()
     return Precision("bf16" if verdict["native"] else "fp32", f"auto: {verdict['reason']}", requested)
-
-
-def cpu_description() -> str:
-    """The CPU's model name, torch's kernel capability and its core count: stated beside every figure."""
-    import torch
-
-    return f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {usable_cores()} cores"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cpu_bf16_verdict() -> dict:

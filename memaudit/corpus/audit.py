@@ -205,7 +205,7 @@ def _manifest(config: AuditConfig, counts: dict[str, int], tokenizer: PreTrained
     """What the data dir records about its making, so that a later step (or reader) can tell how it was built."""
     return {
         "memaudit_version": __version__,
-        "config": asdict(config),
+        "config": asdict(config) | ({} if config.tokenizer else {"vocab_size": config.bpe_vocab_size}),
         "corpus": embedded_provenance(config.corpus) if config.corpus in EMBEDDED else {"path": config.corpus},
         "counts": counts,
         "canary": {
@@ -232,7 +232,7 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     rng.shuffle(texts)
     n_members = config.members_per_level * len(config.repeats)
     valid, reserve, pool = _split(config, texts, n_members)
-    tokenizer = model_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(pool, config.vocab_size)
+    tokenizer = model_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(pool, config.bpe_vocab_size)
     heldout, members = _length_matched(config, tokenizer, reserve, pool, n_members)
     member_set = set(members)
     naturals = [t for t in pool if t not in member_set][: config.n_natural]
@@ -255,6 +255,9 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
 
 
 def write_audit_set(config: AuditConfig, out: Path, force: bool = False) -> AuditSet:
+    """`memaudit data build`: build the audit set of `config` and write it to the data dir `out`
+    (train/audit/valid JSONL, the tokenizer, manifest.json), whole or not at all. The output is
+    checked before the build starts, so a bad `out` costs nothing."""
     check_out(out, force=force, inputs=[config.corpus])  # before the build, not after it
     audit_set, tokenizer = build_audit_set(config)
     with atomic_dir(Path(out), force=force) as tmp:

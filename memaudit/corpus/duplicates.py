@@ -1,7 +1,7 @@
 """`memaudit scan data`: how often a corpus repeats itself. Repetition is what a model memorizes
 (verbatim extraction grows with the number of copies), so exact duplicate documents, long token
 n-grams shared across documents, and near-duplicate clusters (MinHash + LSH) point at the
-sequences to audit first. Everything is hashed with numpy, so ~1M tokens take seconds."""
+sequences to audit first. Everything is hashed with numpy, in vectorized passes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.fileio import write_jsonl
+from memaudit.common.fileio import check_out, write_json, write_jsonl
+from memaudit.corpus.config import ScanDataConfig
 from memaudit.corpus.sources import doc_id, load_documents, normalize
 
 if TYPE_CHECKING:
@@ -233,16 +234,6 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
-def _check_settings(ngram_tokens: int, minhash_perm: int, near_threshold: float, top: int) -> None:
-    """Refuse bad settings before loading anything, naming the CLI options that set them."""
-    if ngram_tokens < 1 or minhash_perm < 1 or top < 1:
-        raise MemauditError(
-            f"ngram_tokens (--ngram), minhash_perm and top (--top) must be positive, got {ngram_tokens}, {minhash_perm}, {top}"
-        )
-    if not 0 < near_threshold <= 1:
-        raise MemauditError(f"near_threshold (--near) is a Jaccard similarity in (0, 1], got {near_threshold}")
-
-
 def _distinct(rows: list[dict]) -> list[dict]:
     """Exact duplicates: one entry per normalized text (its first row, plus `norm`) in first-seen
     order, carrying the summed occurrence count, so every later step works on distinct texts."""
@@ -398,39 +389,37 @@ def _summary(
 
 def scan_corpus(
     source: str | Path,
+    config: ScanDataConfig | None = None,
     *,
-    ngram_tokens: int = 50,
-    minhash_perm: int = 128,
-    near_threshold: float = 0.8,
-    top: int = 20,
     tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     expand_repeats: bool = True,
 ) -> DuplicateReport:
     """Duplication statistics of a corpus (an embedded name, a local file, or a memaudit data
-    dir, whose training rows count `repeats` times unless `expand_repeats` is False).
+    dir, whose training rows count `repeats` times unless `expand_repeats` is False), measured
+    as `config` says (default: ScanDataConfig()).
 
     N-grams are over `tokenizer` tokens (a Hugging Face tokenizer or its dir; by default the data
     dir's own tokenizer, else words and punctuation), so a 50-token n-gram means what the model saw."""
-    _check_settings(ngram_tokens, minhash_perm, near_threshold, top)
+    config = config or ScanDataConfig()
     start = time.perf_counter()
     rows, data_dir = _load(source, expand_repeats)
     docs = _distinct(rows)
     counts = np.array([d["count"] for d in docs], dtype=np.int64)
     tokenizer = _resolve_tokenizer(tokenizer, data_dir)
     token_ids = _token_ids(docs, tokenizer)
-    shared, ngram_counts = _shared_ngrams(token_ids, counts, ngram_tokens)
-    bands, band_rows = lsh_bands(minhash_perm, near_threshold)
-    near = _near_pairs(docs, minhash_perm, near_threshold, bands, band_rows)
+    shared, ngram_counts = _shared_ngrams(token_ids, counts, config.ngram_tokens)
+    bands, band_rows = lsh_bands(config.minhash_perm, config.near_threshold)
+    near = _near_pairs(docs, config.minhash_perm, config.near_threshold, bands, band_rows)
     root = _components(len(docs), near[:, :2].astype(np.int64))
     documents = _documents_frame(docs, counts, token_ids, shared, root)
     heads = _group_heads(documents)
     clusters = _clusters_frame(heads, documents, root, near)
     settings = {
-        "ngram_tokens": ngram_tokens,
+        "ngram_tokens": config.ngram_tokens,
         "tokenizer": "words" if tokenizer is None else getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
         "shingle_words": SHINGLE_WORDS,
-        "minhash_perm": minhash_perm,
-        "near_threshold": near_threshold,
+        "minhash_perm": config.minhash_perm,
+        "near_threshold": config.near_threshold,
         "lsh_bands": bands,
         "lsh_rows": band_rows,
         "expand_repeats": expand_repeats,
@@ -442,9 +431,32 @@ def scan_corpus(
         histogram=_histogram(counts),
         documents=documents,
         clusters=clusters,
-        top=_top_frame(heads, top),
+        top=_top_frame(heads, config.top),
         seconds=time.perf_counter() - start,
     )
+
+
+def scan_and_write_corpus(
+    source: str | Path,
+    config: ScanDataConfig | None = None,
+    *,
+    json_out: Path | None = None,
+    audit_out: Path | None = None,
+) -> tuple[DuplicateReport, int | None]:
+    """`memaudit scan data`: the duplication statistics of `source` (scan_corpus), written as JSON
+    to `json_out` and its repeated documents as an audit JSONL to `audit_out` (emit_audit, those of
+    `config.emit_min_tokens` tokens or more), each when given. Both outputs are checked first: an
+    existing file is replaced, but an input never. Returns the report and how many documents were
+    emitted (None without `audit_out`)."""
+    config = config or ScanDataConfig()
+    for written in (json_out, audit_out):
+        if written is not None:
+            check_out(written, force=True, inputs=[source])
+    report = scan_corpus(source, config)
+    if json_out is not None:
+        write_json(Path(json_out), report.to_dict())
+    emitted = emit_audit(report, audit_out, min_tokens=config.emit_min_tokens) if audit_out is not None else None
+    return report, emitted
 
 
 def emit_audit(report: DuplicateReport, path: Path, min_count: int = 2, min_tokens: int = 0) -> int:

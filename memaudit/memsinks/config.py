@@ -36,6 +36,9 @@ EVAL_MODES: dict[str, EvalMode] = {
     "mean": EvalMode("pool x P (the authors' code's default 'all' mode)", lambda g, p: (1.0, p)),
     "own": EvalMode("each document's own training mask: memorization on", None),
 }
+DEFAULT_EVAL_MODE = "off"  # what a loaded MemSink model runs in, and what a scan measures, unless asked
+# `--sink-units`: split the pretrained model's own units at G (the other choice is new:N, N fresh units per MLP).
+EXISTING_UNITS = "existing"
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,15 @@ class SinkConfig:
         check_choice("sink scheme", self.scheme, SCHEMES)
 
     def to_dict(self) -> dict:
+        """The settings as memaudit.json records them."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> SinkConfig:
+    def from_dict(cls, d: dict | SinkConfig) -> SinkConfig:
+        """The settings from their recorded mapping (memaudit.json, a saved `TrainConfig`), every key
+        checked; a SinkConfig is returned as it is."""
+        if isinstance(d, cls):
+            return d
         if not isinstance(d, dict):
             raise MemauditError(f"a sink config is a mapping of {', '.join(f.name for f in fields(cls))}, got {d!r}")
         unknown = set(d) - {f.name for f in fields(cls)}
@@ -76,20 +84,26 @@ class SinkConfig:
         return cls(**d)
 
     @classmethod
-    def parse(cls, value: str, **settings) -> SinkConfig:
-        """`G,P` as the command line writes it (e.g. "0.7,0.3"), with the other settings by name."""
+    def parse(cls, value: str | None, *, sink_units: str = EXISTING_UNITS, **settings) -> SinkConfig | None:
+        """`G,P` as the command line writes it (e.g. "0.7,0.3"; None or empty: no sinks), the pool as `--sink-units`
+        writes it (parse_sink_units), and the other settings by name."""
+        new_units = parse_sink_units(sink_units)
+        if not value:
+            if new_units:
+                raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
+            return None
         try:
             g, p = (float(v) for v in value.split(","))
         except ValueError:
             raise MemauditError(
                 f"sinks take G,P (shared fraction, active fraction), e.g. 0.7,0.3; got {value!r}"
             ) from None
-        return cls(shared_fraction=g, active_fraction=p, **settings)
+        return cls(shared_fraction=g, active_fraction=p, new_units=new_units, **settings)
 
 
 def parse_sink_units(value: str) -> int | None:
     """`--sink-units`: "existing" (None: split the model's own units) or "new:N" (N fresh units per MLP)."""
-    if value == "existing":
+    if value == EXISTING_UNITS:
         return None
     kind, _, count = value.partition(":")
     if kind != "new" or not count.strip().isdigit():

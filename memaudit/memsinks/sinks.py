@@ -8,7 +8,11 @@ full-width scale (1 on shared units, the mask or a constant on sinks). The per-t
 once per batch in `Sinks.set_doc_ids` from per-id masks cached across batches, and converted to the
 activation dtype (bf16 stays bf16) by the first layer that needs it, not by every layer. Multiplying
 out of place keeps autograd correct for any activation, including ones (ReLU) that save their output
-for the backward pass."""
+for the backward pass.
+
+The model's forward also takes `doc_ids=` (a pre-hook on the model hands them to `set_doc_ids`), so a
+training loop that only calls the model with a batch dict, as `transformers.Trainer` does, can carry
+the ids in the batch."""
 
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ from memaudit.memsinks.masks import check_ids, disjoint_mask, hash_mask
 _HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # down projections that carry a sink hook
 
 
+def has_sinks(model: nn.Module) -> bool:
+    """Whether sinks are attached to the model now. A second set would mask twice, so `Sinks` refuses one; a
+    caller that changes the MLPs before attaching (widening them for new sink units) must ask first."""
+    layout, mlps = find_mlps(model)
+    return any(getattr(m, layout.down) in _HOOKED for m in mlps)
+
+
 class Sinks:
     """Sink masking attached to a Hugging Face causal LM (GPT-2, Llama, Qwen2, Mistral, GPT-NeoX).
 
@@ -37,7 +48,11 @@ class Sinks:
 
     A model whose pool was partly deleted (surgery.prune_sink_units with ids) keeps the sinks of the other ids:
     pass the prune report's `pool_size` (original pool width) and `kept_sink_units` (surviving original pool
-    indices, ascending); masks are then the original masks restricted to those units."""
+    indices, ascending); masks are then the original masks restricted to those units.
+
+    `model(..., doc_ids=ids)` equals `set_doc_ids(ids)` before that forward, for that forward only: a later
+    forward without ids runs with none, so mode "own" refuses rather than reuse the previous batch's masks. Ids
+    from `set_doc_ids` hold until replaced, because generation runs many forwards over one batch."""
 
     def __init__(
         self,
@@ -81,7 +96,12 @@ class Sinks:
         self._mode = "own"
         self._own: torch.Tensor | None = None  # [batch, seq, n_hidden] scale from set_doc_ids
         self._scales: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}  # scale by activation dtype/device
+        self._ids_from_forward = False  # the ids came with the last forward's doc_ids, so they expire with it
+        # The MLP size field before attach_sinks widened the model with new sink units, for whoever saves it:
+        # removing the sinks then gives back the base model's config exactly. None: the pool was split off.
+        self.base_mlp: dict | None = None
         self._handles = [d.register_forward_pre_hook(self._hook) for d in downs]
+        self._handles.append(model.register_forward_pre_hook(self._take_doc_ids, with_kwargs=True))
         _HOOKED.update(downs)
 
     def _shared_units(self, width: int) -> int:
@@ -103,6 +123,7 @@ class Sinks:
 
     @property
     def mode(self) -> str:
+        """What the sink pool does in the next forwards: one of EVAL_MODES ("own" to train)."""
         return self._mode
 
     @mode.setter
@@ -133,6 +154,7 @@ class Sinks:
         """Per-token document ids [batch, seq] (int64) for the next forward calls in "own" mode; [batch, 1] gives
         each row one id for any length (generation with a KV cache). Builds the per-token scale here, once."""
         self._scales.clear()
+        self._ids_from_forward = False
         if doc_ids is None:
             self._own = None
             return
@@ -144,12 +166,27 @@ class Sinks:
         table[:, self.n_shared :] = self.mask_for_ids(unique).to(table.device)
         self._own = table[inverse.to(table.device)]
 
+    def _take_doc_ids(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Model forward pre-hook: `doc_ids=` leaves the forward's keywords (the model does not know it) for
+        `set_doc_ids`; a forward without them drops ids that came with an earlier forward."""
+        if "doc_ids" in kwargs:
+            kwargs = dict(kwargs)
+            self.set_doc_ids(kwargs.pop("doc_ids"))
+            self._ids_from_forward = True
+            return args, kwargs
+        if self._ids_from_forward:
+            self.set_doc_ids(None)
+        return None
+
     def _base_scale(self) -> torch.Tensor:
         if self._mode == "own":
             if self._own is None:
                 raise MemauditError(
-                    "sink mode 'own' needs each token's document id: call Sinks.set_doc_ids(doc_ids) before the "
-                    f"forward, or set another mode ({', '.join(m for m in EVAL_MODES if m != 'own')})"
+                    "sink mode 'own' needs each token's document id: pass doc_ids ([batch, seq] or [batch, 1]) to "
+                    "the model's forward, or call Sinks.set_doc_ids(doc_ids) before it (with transformers.Trainer: "
+                    "a collator that adds doc_ids, such as memaudit.memsinks.DocIdCollator, and "
+                    "remove_unused_columns=False); or set another mode "
+                    f"({', '.join(m for m in EVAL_MODES if m != 'own')})"
                 )
             return self._own
         shared, sink = EVAL_MODES[self._mode].scales(self.config.shared_fraction, self.config.active_fraction)
@@ -164,12 +201,13 @@ class Sinks:
         if scale.dim() > 1 and (scale.shape[0] != hidden.shape[0] or scale.shape[1] not in (1, hidden.shape[1])):
             raise MemauditError(
                 f"doc_ids of shape {tuple(scale.shape[:-1])} do not match a forward over {tuple(hidden.shape[:-1])} "
-                "tokens: call Sinks.set_doc_ids with this batch's ids ([batch, seq] or [batch, 1])"
+                "tokens: give this batch's ids ([batch, seq] or [batch, 1]) as doc_ids= or through Sinks.set_doc_ids"
             )
         return (hidden * scale, *args[1:])
 
     def remove(self) -> None:
-        """Detach the hooks: the model runs as if it had no sinks (every sink unit on)."""
+        """Detach the hooks, the one that takes `doc_ids` included: the model runs as if it had no sinks (every
+        sink unit on)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []

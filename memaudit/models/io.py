@@ -16,12 +16,11 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import read_json, write_json
-from memaudit.common.model_files import locate_model
+from memaudit.common.model_files import META_FILE, locate_model
 from memaudit.common.parallel import cpu_only, process_state
 from memaudit.common.precision import Precision, resolve_precision
 from memaudit.corpus.tokenizer import load_tokenizer
 
-META_FILE = "memaudit.json"
 # What a model's files that passed locate_model's checks can still raise in from_pretrained: a
 # config transformers does not know, tensors that do not fit the config, a broken pickle, a GGUF
 # file cut short after its header.
@@ -106,7 +105,7 @@ def load_model(
     meta = read_json(path / META_FILE) if path is not None and path.is_dir() and (path / META_FILE).is_file() else {}
     sinks = None
     if meta.get("sinks"):
-        from memaudit.memsinks.config import SinkConfig
+        from memaudit.memsinks.config import DEFAULT_EVAL_MODE, SinkConfig
         from memaudit.memsinks.sinks import Sinks
 
         # `sink_pool` is there when remove-sinks --ids deleted some documents' sinks.
@@ -114,5 +113,6 @@ def load_model(
         if not isinstance(pool, dict):
             raise MemauditError(f"{path / META_FILE}: 'sink_pool' must be an object, got {pool!r}")
         sinks = Sinks(model, SinkConfig.from_dict(meta["sinks"]), **pool)
-        sinks.mode = "off"  # the paper's deployment setting; scans say so
+        sinks.mode = DEFAULT_EVAL_MODE  # the paper's deployment setting; scans say so
+        sinks.base_mlp = meta.get("init", {}).get("base_mlp")  # new:N: the base's MLP size, kept on a re-save
     return LoadedModel(model=model, tokenizer=tok, path=str(source), meta=meta, sinks=sinks, precision=chosen)

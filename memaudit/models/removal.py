@@ -1,17 +1,25 @@
 """`memaudit remove-sinks` on model dirs: a MemSink model dir in, a copy with sink units deleted out.
-The unit surgery itself is `memaudit.memsinks.prune_sink_units`; this module resolves the ids a user
-names against the training data and keeps `memaudit.json` true to what the copy is."""
+The unit surgery itself is `memaudit.memsinks.prune_sink_units`; this module reads the ids a user
+names, resolves them against the training data, keeps `memaudit.json` true to what the copy is,
+and says what a deletion by id under the hash scheme really deletes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.fileio import atomic_dir, check_out
+from memaudit.common.fileio import atomic_dir
 from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.sources import owner_id
 from memaudit.memsinks.surgery import prune_sink_units
+from memaudit.models.checks import check_model_job
 from memaudit.models.io import load_model, save_model
+
+
+def parse_ids(value: str) -> list[int | str]:
+    """Comma-separated ids as the command line takes them ("123,alice"): digits are a document id (an
+    integer), anything else an owner's id (a string, for a data dir built with `--id-field`)."""
+    return [int(v) if v.strip().isdigit() else v.strip() for v in value.split(",")]
 
 
 def _resolve_ids(ids: list[int | str], data: AuditSet, source: Path) -> dict[int | str, int]:
@@ -43,7 +51,7 @@ def remove_sinks(
     or, for a data dir built with `--id-field`, the owners of its rows (e.g. user ids).
     A model sink fine-tuned with new units gets its base model's config back whole."""
     model_dir, out = Path(model_dir), Path(out)
-    check_out(out, force=force, inputs=[model_dir, data_dir])
+    check_model_job(out, model=model_dir, data_dir=data_dir, force=force)
     loaded = load_model(model_dir)
     if loaded.sinks is None:
         raise MemauditError(f"{model_dir}: not a MemSink model (its memaudit.json records no sinks)")
@@ -77,3 +85,17 @@ def remove_sinks(
     with atomic_dir(out, force=force) as tmp:
         save_model(loaded.model, loaded.tokenizer, tmp, meta)
     return summary
+
+
+def hash_scheme_note(report: dict, ids: list[int | str] | None) -> str | None:
+    """What a deletion by id under the hash scheme really deletes, for whoever shows the result of
+    `remove_sinks` (its `report`): documents' masks overlap there, so the deletion covers more of the
+    pool than the ids' own share and takes part of the other documents' sinks with it. None for the
+    whole pool (`ids` None) and under the disjoint scheme, whose deletion is exact."""
+    if not ids or report["sink_config"]["scheme"] != "hash":
+        return None
+    return (
+        f"hash scheme: the deletion covers {report['pool_fraction_removed']:.1%} of the pool and removes on average "
+        f"{report['keep_ids_sinks_removed_mean']:.1%} (at most {report['keep_ids_sinks_removed_max']:.1%}) of the sinks "
+        "of the documents that stay; use --sink-scheme disjoint for targeted deletion"
+    )

@@ -1,24 +1,28 @@
 """Named model configs for training from scratch. Two MLP families, so every method is
 exercised on both: GPT-2 (GeLU MLP, `c_fc` -> `c_proj`) and Llama (gated MLP, `down_proj`).
-Any `transformers` model type (e.g. `gpt2`, `qwen2`) or a dir with a config.json also works."""
+Any `transformers` model type (e.g. `gpt2`, `qwen2`) or a dir with a config.json also works.
+
+The table itself is plain data and `transformers` is imported by the functions that build, so the
+command line lists the zoo names in its help without importing torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from typing import TYPE_CHECKING
 
 from memaudit.common.errors import MemauditError
 
-# name -> (config class, settings). Dropout off: memorization studies want the plain objective,
-# and determinism makes resumed runs bit-identical.
-ZOO: dict[str, tuple[type[PretrainedConfig], dict]] = {
-    "gpt2-1m": (GPT2Config, dict(n_layer=2, n_embd=128, n_head=4, n_positions=256)),
-    "gpt2-5m": (GPT2Config, dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)),
-    "gpt2-20m": (GPT2Config, dict(n_layer=6, n_embd=512, n_head=8, n_positions=512)),
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
+
+# name -> (transformers model type, settings). Dropout off: memorization studies want the plain
+# objective, and determinism makes resumed runs bit-identical.
+ZOO: dict[str, tuple[str, dict]] = {
+    "gpt2-1m": ("gpt2", dict(n_layer=2, n_embd=128, n_head=4, n_positions=256)),
+    "gpt2-5m": ("gpt2", dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)),
+    "gpt2-20m": ("gpt2", dict(n_layer=6, n_embd=512, n_head=8, n_positions=512)),
     "llama-1m": (
-        LlamaConfig,
+        "llama",
         dict(
             num_hidden_layers=2,
             hidden_size=128,
@@ -29,7 +33,7 @@ ZOO: dict[str, tuple[type[PretrainedConfig], dict]] = {
         ),
     ),
     "llama-5m": (
-        LlamaConfig,
+        "llama",
         dict(
             num_hidden_layers=4,
             hidden_size=256,
@@ -43,14 +47,19 @@ ZOO: dict[str, tuple[type[PretrainedConfig], dict]] = {
 _NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attention_dropout=0.0)
 # GPT-2's own GeLU (`gelu_new`) is the tanh approximation written as five Python-level tensor ops;
 # `gelu_pytorch_tanh` is the same function in one fused kernel: ~20% of a CPU scan's forward time.
-_FUSED_GELU = {GPT2Config: dict(activation_function="gelu_pytorch_tanh")}
+_FUSED_GELU = {"gpt2": dict(activation_function="gelu_pytorch_tanh")}
 
 
 def build_config(arch: str, vocab_size: int, bos_token_id: int, eos_token_id: int) -> PretrainedConfig:
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     ids = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id)
     if arch in ZOO:
-        cls, settings = ZOO[arch]
-        return cls(**settings, **_FUSED_GELU.get(cls, {}), **_NO_DROPOUT, **ids, tie_word_embeddings=True)
+        model_type, settings = ZOO[arch]
+        return CONFIG_MAPPING[model_type](
+            **settings, **_FUSED_GELU.get(model_type, {}), **_NO_DROPOUT, **ids, tie_word_embeddings=True
+        )
     if (Path(arch) / "config.json").is_file():
         config = AutoConfig.from_pretrained(arch)
         for key, value in ids.items():
@@ -66,6 +75,7 @@ def build_config(arch: str, vocab_size: int, bos_token_id: int, eos_token_id: in
 
 def build_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
     import torch
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     try:

@@ -10,8 +10,19 @@ from typing import ClassVar
 from memaudit.common.errors import MemauditError
 from memaudit.common.validation import MAX_COUNT, SEED, Range, check_choice, check_ranges, integer, number
 
+SCAN_SCHEMA_VERSION = 1  # of results.json, the document a scan writes; `memaudit report` reads this one only
 TOPK = 40  # the sampling distribution of (n,p)-discoverable extraction: top-k 40, temperature 1
 ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref")  # membership inference: `privacy.mia.<attack>.*`
+# The groups of the metric registry (memaudit.probes.registry), in the order every view shows them.
+GROUPS = ("memorization", "extraction", "privacy", "capability", "robustness")
+# The stress attack families (memaudit.stress), as the robustness metrics spell them
+# (`robustness.<family>.gap_closed_retained`).
+FAMILIES = {
+    "quant_int8": "8-bit weight quantization",
+    "quant_int4": "4-bit weight quantization",
+    "relearn_forget_half": "relearning on half of the members",
+    "relearn_retain": "fine-tuning on natural training text",
+}
 
 
 @dataclass(frozen=True)

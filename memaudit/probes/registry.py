@@ -20,12 +20,10 @@ from functools import cache, partial
 import numpy as np
 
 from memaudit.common.errors import MemauditError
-from memaudit.probes.config import ATTACKS, ScanConfig
+from memaudit.probes.config import ATTACKS, FAMILIES, GROUPS, ScanConfig
 from memaudit.probes.inputs import MetricInputs, relative
 from memaudit.probes.stats import Statistic, mean
-from memaudit.stress.attacks import FAMILIES
 
-GROUPS = ("memorization", "extraction", "privacy", "capability", "robustness")
 FPR_LEVELS = {"1%": 0.01, "0.1%": 0.001}  # reported TPRs: `privacy.mia.<attack>.tpr@1%fpr`, ...
 # Who a relative metric is measured against. Reports recompute the first two against their
 # reference model; `retrained` needs a model never trained on the members (MUSE's retrained

@@ -16,18 +16,19 @@ from memaudit import __version__
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import sha256_dir, sha256_file
 from memaudit.common.parallel import process_state
+from memaudit.common.precision import DEFAULT_PRECISION
 from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.sources import doc_id
 from memaudit.corpus.tokenizer import encode_documents
+from memaudit.memsinks.config import DEFAULT_EVAL_MODE
 from memaudit.models.io import LoadedModel, load_model
 from memaudit.models.zoo import context_length
 from memaudit.probes.blind import blind_scores
-from memaudit.probes.config import ScanConfig
+from memaudit.probes.config import SCAN_SCHEMA_VERSION, ScanConfig
 from memaudit.probes.exposure import canary_exposures
 from memaudit.probes.generation import generate_continuations
 from memaudit.probes.metrics import compute_metrics, sequence_row
 from memaudit.probes.scoring import ScoredSequence, score_sequences
-from memaudit.report.run_files import SCAN_SCHEMA_VERSION
 
 
 def score_texts(loaded: LoadedModel, texts: list[str], doc_ids: list[int], config: ScanConfig) -> list[ScoredSequence]:
@@ -110,11 +111,11 @@ def _audit_input(
 
 
 def _set_sink_mode(loaded: LoadedModel, sinks_mode: str | None) -> str | None:
-    """The sink mode the scan runs in (a MemSink model defaults to `off`), None for other models."""
+    """The sink mode the scan runs in (a MemSink model defaults to DEFAULT_EVAL_MODE), None for other models."""
     if loaded.sinks is not None:
-        loaded.sinks.mode = sinks_mode or "off"
+        loaded.sinks.mode = sinks_mode or DEFAULT_EVAL_MODE
         return loaded.sinks.mode
-    if sinks_mode not in (None, "none"):
+    if sinks_mode is not None:
         raise MemauditError(f"sinks_mode {sinks_mode}: {loaded.path} is not a MemSink model")
     return None
 
@@ -239,7 +240,7 @@ def scan(
     `before` and `attack` (memaudit stress) add gap_closed and the robustness metrics
     (metrics.compute_metrics)."""
     config = config or ScanConfig()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, precision="auto")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, precision=DEFAULT_PRECISION)
     audit = _audit_input(data_dir, audit_rows, valid_texts)
     sink_mode = _set_sink_mode(loaded, sinks_mode)
     ctx = context_length(loaded.model.config)

@@ -3,8 +3,7 @@ bootstrap 95% interval (seeded, so the same scan gives the same interval).
 
 A statistic works on the last axis of its arrays and keeps the leading ones: given (n,) samples it
 returns one value, given (B, n) resamples it returns B values. The bootstrap then costs a few array
-operations instead of a Python loop of B calls (a scan computes ~90 intervals; the loop was half of a
-small model's scan)."""
+operations instead of a Python loop of B calls (a scan computes dozens of intervals)."""
 
 from __future__ import annotations
 

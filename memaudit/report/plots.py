@@ -37,7 +37,7 @@ _RC = {
 
 def _svg(fig: Figure) -> str:
     """The figure at its own size: its constrained layout already keeps every label inside, so no
-    tight bounding box, which would lay out and draw the whole figure once more (~30% of the time)."""
+    tight bounding box, which would lay out and draw the whole figure once more."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()

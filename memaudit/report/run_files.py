@@ -9,8 +9,7 @@ from pathlib import Path
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import read_json
-
-SCAN_SCHEMA_VERSION = 1  # results.json of `memaudit scan model` (memaudit.probes.scan writes it)
+from memaudit.probes.config import SCAN_SCHEMA_VERSION
 
 
 def check_results(results: dict, path: Path | str) -> dict:

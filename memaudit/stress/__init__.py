@@ -7,9 +7,9 @@ checks them first; `stress` (which does) is imported on first use."""
 
 from importlib import import_module
 
-from memaudit.stress.attacks import FAMILIES, Attack, StressConfig, parse_attack, parse_attacks
+from memaudit.stress.attacks import Attack, StressConfig, parse_attack, parse_attacks
 
-__all__ = ["FAMILIES", "Attack", "StressConfig", "parse_attack", "parse_attacks", "stress"]
+__all__ = ["Attack", "StressConfig", "parse_attack", "parse_attacks", "stress"]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.precision import check_precision
+from memaudit.common.precision import DEFAULT_PRECISION, check_precision
 from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_ranges, integer, number
 
 QUANT_BITS = {"int8": 8, "int4": 4}  # symmetric round-to-nearest, weight only (quant.py)
@@ -25,13 +25,6 @@ RELEARN_SETS = {
     "forget-half": "half of the trained members and canaries (a seeded split, stratified by kind and repeat "
     "level); the other half is measured (Hu et al. 2024's targeted relearning)",
     "retain": "natural training text: benign fine-tuning on data the model was meant to keep",
-}
-# The attack families, as metric names spell them (`robustness.<family>.gap_closed_retained`).
-FAMILIES = {
-    "quant_int8": "8-bit weight quantization",
-    "quant_int4": "4-bit weight quantization",
-    "relearn_forget_half": "relearning on half of the members",
-    "relearn_retain": "fine-tuning on natural training text",
 }
 _STEPS = integer(1, MAX_STEPS)
 _FORMS = [*(f"quant:{v}" for v in QUANT_BITS), *(f"relearn:{s}:STEPS" for s in RELEARN_SETS)]
@@ -125,7 +118,9 @@ class StressConfig:
     recover_margin: float = 0.1  # "recovered": member loss within this fraction of the standard's loss gap
     group_size: int = GROUP_SIZE
     seed: int = 0  # the forget-half split and relearning's batch order
-    precision: str = "auto"  # relearning's compute precision (memaudit.common.precision)
+    # The weights' dtype of the scans before and after quantization, and relearning's autocast dtype (relearning
+    # trains, and then scans, fp32 weights); memaudit.common.precision.
+    precision: str = DEFAULT_PRECISION
     threads: int | None = None
 
     RANGES: ClassVar[dict[str, Range]] = {

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memaudit.app.requests import ScanRequest
-from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import check_out
 from memaudit.common.model_files import locate_model
 from memaudit.corpus.audit import AuditSet
@@ -50,22 +48,3 @@ def check_stress(
         if not is_done(run, resume):
             check_out(run, force=force, inputs=[model, data_dir, standard])
     return suite, standard_results
-
-
-def scan_stress_config(request: ScanRequest, attacks: tuple[str, ...]) -> StressConfig | None:
-    """`scan model --stress`: the stress settings taken from the scan's own (suite, precision,
-    threads) and checked with its inputs, before torch; None without attacks. The scan itself is
-    the model before the attacks, and the attacked runs go to OUT/stress/<attack>/."""
-    if not attacks:
-        return None
-    if request.data_dir is None:
-        raise MemauditError("--stress needs --data: relearning trains on the data dir's texts")
-    if request.redact:
-        raise MemauditError(
-            "--stress with --redact: scan without --redact, then redact the report (memaudit report --redact)"
-        )
-    config = StressConfig(attacks=attacks, suite=request.suite, precision=request.precision, threads=request.threads)
-    check_stress(
-        request.model, request.data_dir, request.out / "stress", config, force=request.force, with_before=False
-    )
-    return config

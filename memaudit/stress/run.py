@@ -54,7 +54,8 @@ class _Stress:
         """The attacked model's results document, `attack` recorded in it."""
         if self.progress:
             print(f"attack {attack.name} on {self.model}", flush=True)
-        loaded = load_model(self.model, precision="fp32" if attack.kind == "relearn" else "auto")
+        # Relearning trains fp32 weights (under `precision` autocast, as training does); the others scan at `precision`.
+        loaded = load_model(self.model, precision="fp32" if attack.kind == "relearn" else self.config.precision)
         record = attack.to_dict() | {"seed": self.config.seed}
         rows = self.data.audit
         if attack.kind == "quant":
@@ -153,7 +154,10 @@ def stress(
     )
     configure_threads(config.threads)
     if before is None:
-        scan_before = lambda: scan(load_model(model, precision="auto"), data_dir=data_dir, config=suite)  # noqa: E731
+
+        def scan_before() -> dict:
+            return scan(load_model(model, precision=config.precision), data_dir=data_dir, config=suite)
+
         before = _written(out / BEFORE, scan_before, force=force, resume=resume)
     if standard_results is not None and standard_results["data"].get("audit_sha256") != before["data"]["audit_sha256"]:
         raise MemauditError(

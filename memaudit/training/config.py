@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.precision import check_precision
+from memaudit.common.precision import DEFAULT_PRECISION, check_precision
 from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_flag, check_ranges, integer, number
 from memaudit.memsinks.config import SinkConfig
 
@@ -24,7 +24,7 @@ class LoopConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (memaudit.common.precision): the autocast dtype
+    precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16 (memaudit.common.precision): the autocast dtype
     threads: int | None = None  # torch threads of this process; None: cores / processes on a shared CPU
     seed: int = 0
     eval_every: int = 100
@@ -53,10 +53,15 @@ class LoopConfig:
 
 @dataclass
 class TrainConfig(LoopConfig):
+    """What `memaudit train` trains: `arch` from scratch (or the pretrained `init`) on a data dir's
+    packed training stream; the no-repeats oracle without the planted documents (`no_repeats`), or
+    a MemSink model (`sinks`). Checked on construction, so the Python API refuses what the command
+    line refuses, with the same message."""
+
     arch: str = "gpt2-5m"
     seq_len: int = 128
     no_repeats: bool = False  # the oracle: never sees the planted documents
-    sinks: dict | None = None  # SinkConfig.to_dict() for a MemSink model
+    sinks: SinkConfig | None = None  # a MemSink model (its recorded mapping, SinkConfig.to_dict(), is taken too)
     eval_docs: int = 64
     init: str | None = None  # a pretrained model (dir, GGUF file, hub id) to fine-tune instead of training from scratch
     freeze_base: bool = False  # fine-tuning with new sink units: only they train
@@ -75,8 +80,8 @@ class TrainConfig(LoopConfig):
                 f"arch must be a zoo name, a transformers model type or a config dir, got {self.arch!r}"
             )
         check_flag("no_repeats", self.no_repeats)
-        if self.sinks is not None:  # complete, so the masks can be rebuilt from memaudit.json
-            self.sinks = SinkConfig.from_dict(self.sinks).to_dict()
+        if self.sinks is not None:
+            self.sinks = SinkConfig.from_dict(self.sinks)
         self._check_fine_tuning()
 
     def _check_fine_tuning(self) -> None:
@@ -85,7 +90,7 @@ class TrainConfig(LoopConfig):
             raise MemauditError(f"init must be a model dir, a GGUF file or a hub id, got {self.init!r}")
         check_flag("freeze_base", self.freeze_base)
         check_flag("train_shared_mlp", self.train_shared_mlp)
-        new_units = (self.sinks or {}).get("new_units")
+        new_units = self.sinks.new_units if self.sinks is not None else None
         if new_units and self.init is None:
             raise MemauditError("sink_units new:N widens a pretrained model's MLPs: pass `init` (the model)")
         if self.freeze_base and not new_units:

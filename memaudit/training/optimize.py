@@ -33,8 +33,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import atomic_dir, check_out, output_lock, write_json
+from memaudit.common.hardware import cpu_description
 from memaudit.common.parallel import configure_threads, cpu_only, process_state
-from memaudit.common.precision import Precision, cpu_description, resolve_precision
+from memaudit.common.precision import Precision, resolve_precision
+from memaudit.memsinks.config import DEFAULT_EVAL_MODE
 from memaudit.models.io import save_model
 from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.training.config import LoopConfig
@@ -87,7 +89,7 @@ def evaluate_losses(model: torch.nn.Module, sets: list[LossSet], pad_id: int, si
     out = {}
     for s in sets:
         if sinks is not None:
-            sinks.mode = "own" if s.doc_ids is not None else "off"
+            sinks.mode = "own" if s.doc_ids is not None else DEFAULT_EVAL_MODE
         scored = score_sequences(model, s.sequences, pad_id=pad_id, sinks=sinks, doc_ids=s.doc_ids)
         out[s.name] = mean_nll(scored) if s.sequences else float("nan")
     if sinks is not None:

@@ -17,6 +17,8 @@ from memaudit.common.fileio import sha256_file
 from memaudit.corpus.audit import AuditSet, sink_id
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
+from memaudit.memsinks.config import DEFAULT_EVAL_MODE
+from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import build_config, build_model, context_length, n_params
 from memaudit.training.config import TrainConfig
 from memaudit.training.optimize import (
@@ -60,7 +62,8 @@ def train(
     document, or per owner, for a MemSink model), logging valid and member loss as memorization
     grows, and write a Hugging Face model dir with memaudit.json."""
     data_dir, out = Path(data_dir), Path(out)
-    work = work_dir(out, inputs=[data_dir], resume=resume, force=force)
+    check_model_job(out, model=cfg.init, data_dir=data_dir, force=force)
+    work = work_dir(out, inputs=[data_dir, cfg.init], resume=resume, force=force)
     with run_lock(work):
         return _train(data_dir, out, work, cfg, resume=resume, force=force, progress=progress, on_step=on_step)
 
@@ -105,7 +108,7 @@ def _train(
         after_step=frozen.restore if frozen else None,
     )
     if sinks is not None:
-        sinks.mode = "off"
+        sinks.mode = DEFAULT_EVAL_MODE
     meta = {
         "memaudit_version": __version__,
         "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
@@ -114,7 +117,7 @@ def _train(
         "parameters": n_params(result.model),
         "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
         "train": asdict(cfg),
-        "sinks": cfg.sinks,
+        "sinks": cfg.sinks.to_dict() if cfg.sinks is not None else None,
         "seed": cfg.seed,
         "steps": cfg.steps,
         "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
@@ -160,16 +163,11 @@ def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
     `--sink-units new:N` (recording the base's MLP size in `init`), and the frozen base of `--freeze-base`."""
     if not cfg.sinks:
         return None, None
-    from memaudit.memsinks.config import SinkConfig
-    from memaudit.memsinks.freeze import FrozenBase
-    from memaudit.memsinks.sinks import Sinks
-    from memaudit.memsinks.surgery import add_sink_units
+    from memaudit.memsinks import FrozenBase, SinkConfig, attach_sinks
 
-    sink_config = SinkConfig.from_dict(cfg.sinks)
-    if sink_config.new_units:
-        init["base_mlp"] = add_sink_units(model, sink_config.new_units)
-    sinks = Sinks(model, sink_config)
-    sinks.mode = "own"
+    sinks = attach_sinks(model, SinkConfig.from_dict(cfg.sinks), mode="own")
+    if sinks.base_mlp is not None:
+        init["base_mlp"] = sinks.base_mlp
     frozen = FrozenBase(model, sinks.n_shared, train_shared_mlp=cfg.train_shared_mlp) if cfg.freeze_base else None
     return sinks, frozen
 

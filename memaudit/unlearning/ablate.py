@@ -21,9 +21,10 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.fileio import atomic_dir, check_out
+from memaudit.common.fileio import atomic_dir
 from memaudit.corpus.tokenizer import encode_documents
 from memaudit.memsinks.layouts import find_mlps
+from memaudit.models.checks import check_model_job
 from memaudit.models.io import save_model
 from memaudit.models.zoo import context_length
 from memaudit.training.optimize import evaluate_losses, pad_batch
@@ -113,7 +114,7 @@ def ablate(
     memaudit.json (kind "ablated"). The input model is never modified."""
     cfg = AblateConfig(ratio=ratio, retain_docs=retain_docs, eval_docs=eval_docs, seed=seed)
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
-    check_out(out, force=force, inputs=[model_dir, data_dir, forget_file])
+    check_model_job(out, model=model_dir, data_dir=data_dir, inputs=[forget_file], force=force)
     sets = load_sets(data_dir, forget_file)
     if not sets.retain:
         raise MemauditError(f"{data_dir}: no natural training documents to compare the forget set with")

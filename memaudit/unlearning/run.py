@@ -14,6 +14,7 @@ from accelerate import Accelerator
 
 from memaudit.common.errors import MemauditError
 from memaudit.corpus.tokenizer import encode_documents
+from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import context_length
 from memaudit.training.optimize import (
     Guard,
@@ -71,6 +72,7 @@ def unlearn(
     with memaudit.json (kind "unlearned") and unlearn_log.csv. The input model is never modified."""
     cfg = (config or UnlearnConfig()).resolved()
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out)
+    check_model_job(out, model=model_dir, data_dir=data_dir, inputs=[cfg.forget_file], force=force)
     work = work_dir(out, inputs=[model_dir, data_dir, cfg.forget_file], resume=resume, force=force)
     with run_lock(work):
         return _unlearn(model_dir, data_dir, out, work, cfg, resume=resume, force=force, progress=progress)
