@@ -1,5 +1,6 @@
 """Shared fixtures: one tiny audit set and tiny models trained once per test session (seconds
-on 2 cores), so behavioural tests check real memorization, not mocks.
+on 2 cores), so behavioural tests check real memorization, not mocks. The helpers and constants
+that fixtures and tests share are in tests/helpers.py.
 
 `make test` runs pytest-xdist workers, one per usable core (at most 4), each with cores / workers
 torch threads. The expensive builds (the audit set, the tiny models, the quick demo, and the
@@ -9,12 +10,7 @@ share, each under a lock; the workers start on different models, so two cores tr
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -24,14 +20,11 @@ import transformers
 from memaudit.app.demo import QUICK, training_plan
 from memaudit.common.hardware import usable_cores
 from memaudit.corpus.audit import write_audit_set
-from memaudit.probes.config import ScanConfig
 from memaudit.training.config import TrainConfig
 from memaudit.training.train import train
+from tests.helpers import TINY_DATA, WORKER, WORKERS, built_once, in_worker_order
 
 transformers.logging.set_verbosity_error()
-
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist; "" without it
-WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
 
 
 def pytest_configure(config) -> None:
@@ -63,37 +56,6 @@ def shared_dir(tmp_path_factory) -> Path:
     temporary dirs under xdist, the session's temporary dir without it."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if WORKER else base
-
-
-def in_worker_order(names: Iterable[str]) -> list[str]:
-    """`names` rotated by the worker's number, so that workers building a list of things with
-    built_once each start on a different one."""
-    names = list(names)
-    first = int(WORKER.removeprefix("gw") or 0) % len(names)
-    return names[first:] + names[:first]
-
-
-def built_once(out: Path, build: Callable[[Path], object], done: str = ".") -> Path:
-    """`out`, built by whichever worker asks first while the others wait for it. `out / done`
-    exists once a build is complete (a run dir is renamed into place whole, so by default `out`
-    itself); after a failed build the next worker that asks tries again (training and unlearning
-    builds pass `force`, so they start over rather than stop at what a failed run left behind).
-    Tests only read what it built: a test that writes works on a copy."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / done).exists():
-            build(out)
-    return out
-
-
-# The tests' tiny setting is `memaudit demo --quick`'s: 1M-parameter GPT-2s that memorize the
-# 64x members in ~15 s of training (300 steps, ~5 epochs of a small audit set, vocab 512). The
-# fixtures train the quick demo's own three models once, and the quick demo reuses them.
-TINY_DATA = QUICK.data
-TINY_TRAIN = QUICK.train
-# For tests that read losses and extraction only: no canary exposure, prefix sweep or intervals.
-LEAN_SCAN = ScanConfig(name="lean", prefix_lens=(32,), exposure_candidates=0, bootstrap=0)
 
 
 @pytest.fixture(scope="session")
@@ -133,19 +95,6 @@ def tiny_memsink(tiny_trained) -> Path:
     return tiny_trained["memsink"]
 
 
-def memaudit_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
-    """Run the real `memaudit` command in a subprocess; processes=2 goes through `accelerate
-    launch --multi_gpu`, which on a CPU-only machine starts two gloo processes (without
-    --multi_gpu, accelerate 1.15 starts one)."""
-    cmd = [sys.executable, "-m", "memaudit", *args]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
-        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        cmd += ["--main_process_port", "0", "-m", "memaudit", *args]  # 0: a free port, as test workers launch at once
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-
-
 @pytest.fixture(scope="session")
 def quick_demo(tiny_data, tiny_trained, shared_dir) -> Path:
     """`memaudit demo --quick`: the whole path, once per session. Its audit set and three models
@@ -160,6 +109,16 @@ def quick_demo(tiny_data, tiny_trained, shared_dir) -> Path:
         run_demo(out, quick=True)
 
     return built_once(shared_dir / "quick-demo", build, done="report/results.json")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; a second one only spins against other load on a 2-core machine.
+    Modules of tiny-model tests ask for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

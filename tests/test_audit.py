@@ -8,7 +8,7 @@ from memaudit.common.fileio import sha256_file
 from memaudit.corpus.audit import AuditConfig, AuditSet, write_audit_set
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import load_tokenizer
-from tests.conftest import TINY_DATA
+from tests.helpers import TINY_DATA
 
 
 def test_same_seed_same_bytes(tiny_data, tmp_path):

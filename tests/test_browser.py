@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_report import PAYLOAD, write_fake_run
 
 from memaudit.report.compare import compare_runs
 from memaudit.report.render import write_report
+from tests.helpers import PAYLOAD, write_fake_run
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 WIDTH = 1400  # a laptop browser window: the report must fit it without scrolling sideways

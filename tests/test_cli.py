@@ -16,19 +16,12 @@ from memaudit.training.config import TrainConfig
 from memaudit.training.train import train
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.run import unlearn
+from tests.helpers import assert_one_line_error
 
 
 def run(*args):
     result = CliRunner().invoke(main, [str(a) for a in args])
     return result
-
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_help_has_examples():

@@ -10,7 +10,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.corpus.audit_file import load_audit_rows
 from memaudit.probes.scan import scan
 from memaudit.probes.suite import load_suite
-from tests.conftest import LEAN_SCAN, memaudit_cli
+from tests.helpers import LEAN_SCAN, memaudit_cli
 
 
 def audit_rows(tiny_data):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_sinks import TOKENS, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 from transformers import AutoModelForCausalLM
 
 from memaudit.app.cli import main
@@ -27,8 +26,9 @@ from memaudit.probes.scan import scan
 from memaudit.training.config import TrainConfig
 from memaudit.training.optimize import LossSet, evaluate_losses
 from memaudit.training.train import train
-from tests.conftest import LEAN_SCAN, TINY_DATA, TINY_TRAIN, built_once
-from tests.test_cli import assert_one_line_error
+from tests.helpers import LEAN_SCAN, TINY_DATA, TINY_TRAIN, TOKENS, assert_one_line_error, built_once, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 USERS = 12
 NEW_UNITS = 64
@@ -38,7 +38,7 @@ def run(*args: object):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-# Built once for all test workers (conftest.built_once), like the session's tiny models.
+# Built once for all test workers (helpers.built_once), like the session's tiny models.
 @pytest.fixture(scope="module")
 def base(tiny_data: Path, shared_dir: Path) -> Path:
     """The "pretrained" model: gpt2-1m trained on natural text only (the members never seen)."""

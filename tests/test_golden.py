@@ -1,5 +1,5 @@
-"""Golden files: summary.md and summary.csv of a fixed comparative report, built from synthetic
-scans (tests/synthetic.py: every registered metric, no model) of four models, one of them on
+"""Golden files: summary.md and summary.csv of a fixed comparative report, built on synthetic
+scans (tests/helpers.py: every registered metric, no model) of four models, one of them on
 another audit set (not comparable, a warning), with two gates. Any change to what these views
 say shows up as a diff of tests/golden/.
 
@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from synthetic import results, write_run
 
 from memaudit.report.compare import compare_runs
 from memaudit.report.gate import evaluate_gates
 from memaudit.report.render import markdown, summary_frame
+from tests.helpers import results, write_run
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -11,7 +11,6 @@ import random
 import numpy as np
 import pytest
 from rich.console import Console
-from synthetic import CONFIG, scan_rows, valid_scores
 
 from memaudit.probes.blind import blind_scores
 from memaudit.probes.membership import auc
@@ -20,6 +19,7 @@ from memaudit.probes.registry import get_metric
 from memaudit.report.console import print_summary
 from memaudit.report.render import html, markdown
 from memaudit.report.verdict import shift_warnings, verdicts
+from tests.helpers import CONFIG, scan_rows, valid_scores
 
 AUC, BLIND = "privacy.mia.loss.auc", "privacy.blind_baseline_auc"
 

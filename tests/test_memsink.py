@@ -15,8 +15,7 @@ from memaudit.memsinks.config import SinkConfig
 from memaudit.models.io import load_model
 from memaudit.probes.scan import scan
 from memaudit.probes.scoring import score_sequences
-from tests.conftest import LEAN_SCAN
-from tests.test_cli import assert_one_line_error
+from tests.helpers import LEAN_SCAN, assert_one_line_error
 
 
 def member_loss(results, level=None):

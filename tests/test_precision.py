@@ -12,7 +12,7 @@ from memaudit.common import precision as prec
 from memaudit.common.errors import MemauditError
 from memaudit.common.parallel import configure_threads
 from memaudit.training.config import TrainConfig
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 
 
 @pytest.fixture

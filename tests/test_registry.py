@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from synthetic import CONFIG, attack_record, results, scan_rows, valid_scores
 
 from memaudit.common.errors import MemauditError
 from memaudit.probes.config import FAMILIES, ScanConfig
@@ -32,6 +31,7 @@ from memaudit.probes.registry import (
     pareto_axes,
     register,
 )
+from tests.helpers import CONFIG, attack_record, results, scan_rows, valid_scores
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 LISTED = [m.name for m in listed()]

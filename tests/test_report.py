@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import synthetic
 from markupsafe import escape
 
 from memaudit.common.errors import MemauditError
-from memaudit.probes.config import SCAN_SCHEMA_VERSION
 from memaudit.probes.scan import ScanConfig, scan
 from memaudit.report.compare import compare_runs, pareto_front
 from memaudit.report.console import print_report, print_summary
@@ -25,96 +23,10 @@ from memaudit.report.document import SCHEMA_VERSION
 from memaudit.report.gate import evaluate_gates, write_junit
 from memaudit.report.render import markdown, write_report, write_run
 from memaudit.report.verdict import guard_note, verdicts
+from tests.helpers import DOC_ID, PAYLOAD, SECRET, fake_results, write_fake_run
+from tests.helpers import write_run as write_results_json
 
 OUTPUTS = ["report.html", "results.json", "sequences.csv", "summary.csv", "summary.md"]
-PAYLOAD = '<script>document.title="PWNED";window.pwned=1</script><img src=x onerror="window.pwned=2">'
-SECRET = "846 471 991"
-DOC_ID = 7023589155075136280  # doc ids are content hashes of the texts: redacted too
-
-
-def _entry(v: float, by: dict[str, float] | None = None, hib: bool | None = False, group: str = "memorization") -> dict:
-    out = {"value": v, "n": 8, "ci95": [v - 0.1, v + 0.1], "higher_is_better": hib, "group": group}
-    if by:
-        out["by_repeats"] = {lv: {"value": x, "n": 4, "ci95": [x - 0.1, x + 0.1]} for lv, x in by.items()}
-    return out
-
-
-def fake_results(
-    kind: str = "standard",
-    *,
-    member: float = 1.0,
-    nonmember: float = 3.0,
-    valid: float = 4.0,
-    exact: float = 0.5,
-    sink_mode: str | None = None,
-    path: str | None = None,
-    audit: str = "audit-a",
-    leak: bool = True,
-) -> dict:
-    """A results document shaped like `scan`'s, with chosen headline numbers and a few sequence
-    rows whose texts (HTML, a canary secret) the redaction and escaping tests look for."""
-    seqs = []
-    for i in range(8):
-        is_member = i < 4
-        loss = (member if is_member else nonmember) + 0.05 * i
-        seqs.append(
-            {
-                "doc_id": DOC_ID + i,
-                "kind": "repeated" if is_member else "heldout",
-                "repeats": (8 if i % 2 else 64) if is_member else 0,
-                "member": is_member,
-                "n_tokens": 80,
-                "loss": loss,
-                "exact": bool(is_member and leak and i == 0),
-                "token_match": 0.5,
-                "prefix": PAYLOAD if i == 0 else f"Prefix number {i} of a sentence,",
-                "suffix": f"the true suffix {i} follows here.",
-                "emitted": f"the true suffix {i} follows here." if leak and i == 0 else f"{PAYLOAD} emitted {i}",
-                "mia_loss": -loss,
-                "mia_mink": -loss * 1.5 + (0.2 if i % 3 else 0),
-            }
-        )
-    seqs.append(
-        {
-            "doc_id": DOC_ID + 99,
-            "kind": "canary",
-            "repeats": 8,
-            "member": True,
-            "n_tokens": 30,
-            "loss": 0.5,
-            "secret": SECRET,
-        }
-    )
-    return {
-        "schema_version": SCAN_SCHEMA_VERSION,
-        "memaudit_version": "0.1.0",
-        "created": "2026-01-01T00:00:00+00:00",
-        "model": {
-            "path": path or f"/models/{kind}",
-            "sha256": "ab" * 32,
-            "kind": kind,
-            "arch": "gpt2-1m",
-            "parameters": 1000,
-            "sink_mode": sink_mode,
-        },
-        "data": {"dir": "/data", "manifest_sha256": "m" * 64, "audit_sha256": audit},
-        "suite": {"name": "default", "prefix_len": 32, "suffix_len": 32},
-        "counts": {"members": 4, "nonmembers": 4, "canaries": 1},
-        "metrics": {
-            "memorization.member_loss": _entry(member, {"0": nonmember, "8": member + 0.5, "64": member - 0.5}, True),
-            "memorization.nonmember_loss": _entry(nonmember, hib=None),
-            "memorization.loss_gap": _entry(nonmember - member, {"8": nonmember - member - 0.5}),
-            "extraction.exact_rate": _entry(exact, {"0": 0.0, "8": exact / 2, "64": exact}, group="extraction"),
-            "extraction.exact_rate@P8": _entry(exact, group="extraction"),
-            "privacy.mia.loss.auc": {**_entry(0.9, group="privacy"), "higher_is_better": None, "ideal": 0.5},
-            "capability.valid_loss": _entry(valid, group="capability"),
-        },
-        "sequences": seqs,
-    }
-
-
-def write_fake_run(root: Path, name: str, **kwargs) -> Path:
-    return synthetic.write_run(root, name, fake_results(**kwargs))
 
 
 @pytest.fixture
@@ -248,7 +160,7 @@ def test_a_run_its_guard_stopped_says_so_in_every_view(three_runs, tmp_path, cap
     reason = "valid loss 9.292 at step 10 is more than max_degradation 0.5 above the starting 4.143"
     stopped["model"]["trained"] = {"method": "ga", "steps": 30, "steps_done": 0, "stopped_early": True,
                                    "stop_reason": reason, "stopped_at_step": 10}  # fmt: skip
-    doc = compare_runs([*three_runs, synthetic.write_run(tmp_path, "ga", stopped)])
+    doc = compare_runs([*three_runs, write_results_json(tmp_path, "ga", stopped)])
     notes = {v.label: v.note for v in verdicts(doc)}
     assert notes["unlearned"] == (
         f"unlearning was stopped by the max-degradation guard ({reason}); this model is the input model unchanged"

@@ -3,7 +3,6 @@ against a hand-written masked forward on each supported architecture."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, BloomConfig
 
 from memaudit.common.errors import MemauditError
 from memaudit.memsinks import masks as masks_module
@@ -20,43 +19,11 @@ from memaudit.memsinks.config import EVAL_MODES, SinkConfig
 from memaudit.memsinks.masks import disjoint_mask, group_of, hash_mask
 from memaudit.memsinks.sinks import Sinks
 from memaudit.training.config import TrainConfig
+from tests.helpers import ARCHS, DOWN_PROJECTIONS, TOKENS, tiny_model
 
-_SMALL = dict(num_hidden_layers=2, num_attention_heads=4, vocab_size=128, bos_token_id=0, eos_token_id=0)
-TINY = {
-    "gpt2": GPT2Config(n_embd=64, n_positions=64, **_SMALL),
-    "llama": LlamaConfig(hidden_size=64, intermediate_size=192, num_key_value_heads=4, **_SMALL),
-    "qwen2": Qwen2Config(hidden_size=64, intermediate_size=192, num_key_value_heads=4, **_SMALL),
-    "gpt_neox": GPTNeoXConfig(hidden_size=64, intermediate_size=256, **_SMALL),
-}
-# Written out per architecture rather than found by the code under test.
-DOWN_PROJECTIONS = {
-    "gpt2": lambda m: [block.mlp.c_proj for block in m.transformer.h],
-    "llama": lambda m: [layer.mlp.down_proj for layer in m.model.layers],
-    "qwen2": lambda m: [layer.mlp.down_proj for layer in m.model.layers],
-    "gpt_neox": lambda m: [layer.mlp.dense_4h_to_h for layer in m.gpt_neox.layers],
-}
-ARCHS = list(TINY)
-TOKENS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DOC_IDS = torch.tensor([[5] * 4 + [77] * 8, [2**40 + 3] * 6 + [5] * 6])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; a second one only spins against other load on a 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(arch: str) -> torch.nn.Module:
-    """A fresh tiny model (own config copy: surgery edits the config), MLP weights scaled up so that sinks matter."""
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(copy.deepcopy(TINY[arch])).eval()
-    with torch.no_grad():
-        for down in DOWN_PROJECTIONS[arch](model):
-            down.weight.mul_(10)
-    return model
 
 
 def numpy_hash_mask(ids: list[int], n_sink: int, p: float) -> np.ndarray:

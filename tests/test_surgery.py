@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sinks import ARCHS, TOKENS, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 from transformers import AutoModelForCausalLM
 
 from memaudit.common.errors import MemauditError
@@ -16,6 +15,9 @@ from memaudit.memsinks.masks import disjoint_mask, hash_mask
 from memaudit.memsinks.sinks import Sinks
 from memaudit.memsinks.surgery import prune_sink_units, reattach_sinks
 from memaudit.models.removal import hash_scheme_note, parse_ids
+from tests.helpers import ARCHS, TOKENS, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DISJOINT = SinkConfig(scheme="disjoint", groups=4)
 

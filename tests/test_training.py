@@ -11,7 +11,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.training.config import TrainConfig
 from memaudit.training.optimize import lr_at
 from memaudit.training.train import train
-from tests.conftest import TINY_TRAIN, memaudit_cli
+from tests.helpers import TINY_TRAIN, memaudit_cli
 
 SHORT = replace(TINY_TRAIN, steps=20, eval_every=10, checkpoint_every=10)
 

@@ -24,7 +24,7 @@ from memaudit.probes.scoring import mean_nll, score_sequences
 from memaudit.unlearning import METHOD_DEFAULTS, METHODS, UnlearnConfig, unlearn
 from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.losses import ForgetBatch, ga_loss, npo_loss, sequence_logp, simnpo_loss
-from tests.conftest import LEAN_SCAN, built_once, in_worker_order
+from tests.helpers import LEAN_SCAN, built_once, in_worker_order
 
 FAST = dict(steps=20, lr=1e-3, warmup_steps=2, eval_every=10, checkpoint_every=10, max_degradation=None)
 
