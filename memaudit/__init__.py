@@ -20,6 +20,8 @@ _API = {
     "train": "memaudit.training.train",
     "ScanConfig": "memaudit.probes.config",
     "load_suite": "memaudit.probes.suite",
+    "count_frequencies": "memaudit.probes.frequencies",
+    "write_frequencies": "memaudit.probes.frequencies",
     "scan": "memaudit.probes.scan",
     "ScanRequest": "memaudit.app.requests",
     "scan_and_write": "memaudit.app.requests",

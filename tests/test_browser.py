@@ -79,6 +79,9 @@ def test_no_console_errors_and_no_script_from_audit_text_runs(page):
     cells = page.find_elements(By.CSS_SELECTOR, "#sequences td.seq")
     assert PAYLOAD in [c.text for c in cells]  # shown as text, characters and all
     assert not page.find_elements(By.CSS_SELECTOR, "#sequences img, #sequences td script")
+    riskiest = [c.text for c in page.find_elements(By.CSS_SELECTOR, "#riskiest td.text")]
+    assert PAYLOAD in riskiest  # the extracted record leads the riskiest, its prefix shown as text too
+    assert not page.find_elements(By.CSS_SELECTOR, "#riskiest img, #riskiest td script")
     assert "&lt;script&gt;document.title" in page.page_source
 
 
@@ -140,7 +143,7 @@ def assert_fits_and_leads_with_the_answer(page) -> None:
         fit = page.execute_script(OVERFLOW)
         assert fit["scroll"] <= fit["client"] and not fit["tables"], (opened, fit)
     top = "return document.querySelector(arguments[0]).getBoundingClientRect().top + window.scrollY"
-    order = ["#verdict", "#tradeoff svg", "#headline", "#metrics", "#sequences", "#models"]
+    order = ["#verdict", "#tradeoff svg", "#headline", "#riskiest", "#metrics", "#sequences", "#models"]
     tops = [page.execute_script(top, selector) for selector in order]
     assert tops == sorted(tops), dict(zip(order, tops))  # the answer first, the details after
     page.execute_script("document.querySelectorAll('details').forEach(d => d.open = false)")

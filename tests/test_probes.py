@@ -105,14 +105,18 @@ def test_auc_of_identical_distributions_is_half_and_of_separated_ones_is_one():
     assert tpr_at_fpr(np.arange(10.0) + 10, np.arange(1000.0) - 1000, 0.001) == 1.0
 
 
+ONE_PASS = ("loss", "zlib", "zlib_total", "mink", "minkpp", "dcpdd", "ref")  # scored from the pass's arrays
+
+
 def test_attack_scores_are_oriented_members_higher():
     fitted = scored_from([True] * 50, logp=np.full(50, -0.5))
     unfitted = scored_from([False] * 50, logp=np.full(50, -4.0))
     text = "the same text for both"
-    hi, lo = (attack_scores(s, text, 0.2, ATTACKS, ref_loss=3.0) for s in (fitted, unfitted))
-    assert set(hi) == set(ATTACKS) and all(hi[a] > lo[a] for a in ATTACKS)
+    inputs = dict(tokens=np.arange(50) % 7, frequencies=np.full(8, 1 / 8), dcpdd_a=1.0)
+    hi, lo = (attack_scores(s, text, 0.2, ATTACKS, ref_loss=3.0, **inputs) for s in (fitted, unfitted))
+    assert set(hi) == set(ONE_PASS) and all(hi[a] > lo[a] for a in ONE_PASS)
     assert hi["loss"] == pytest.approx(-0.5) and hi["ref"] == pytest.approx(3.0 - 0.5)
-    assert "ref" not in attack_scores(fitted, text, 0.2, ATTACKS)
+    assert set(attack_scores(fitted, text, 0.2, ATTACKS)) == set(ONE_PASS) - {"ref", "dcpdd"}  # no inputs given
 
 
 @given(logp=st.lists(st.floats(-20, 0), min_size=1, max_size=60).map(np.array))
@@ -124,11 +128,37 @@ def test_mink_is_the_mean_of_the_lowest_fraction(logp):
     assert low <= scores["loss"] + 1e-5 and low == pytest.approx(np.sort(logp)[: max(1, int(0.2 * len(logp)))].mean())
 
 
-def test_zlib_divides_total_nll_by_compressed_bytes():
-    s = scored_from([True] * 10, logp=np.full(10, -2.0))
+def test_zlib_is_the_mean_nll_and_zlib_total_the_total_nll_over_compressed_bytes():
+    """By hand: zlib (Carlini et al. 2021, MIMIR, OpenUnlearning) divides the mean NLL, zlib_total
+    (memaudit's former zlib) the total NLL, by the zlib-compressed UTF-8 length of the scored text."""
+    import zlib
+
+    logp = np.array([-2.0, -1.0, -0.5, -4.5], dtype=np.float32)
+    s = scored_from([True] * 4, logp=logp)
     repetitive, varied = "abc " * 50, "The quick brown fox jumps over the lazy dog, again and again."
+    for text in (repetitive, varied):
+        z = attack_scores(s, text, 0.2, ("zlib", "zlib_total"))
+        compressed = len(zlib.compress(text.encode("utf-8")))
+        assert z["zlib"] == pytest.approx(-(8.0 / 4) / compressed)
+        assert z["zlib_total"] == pytest.approx(-8.0 / compressed)
     z = {t: attack_scores(s, t, 0.2, ("zlib",))["zlib"] for t in (repetitive, varied)}
     assert z[repetitive] < z[varied] < 0  # the same NLL on compressible text looks less like a member
+
+
+def test_dcpdd_takes_first_occurrences_caps_and_smooths():
+    """DC-PDD by hand: first occurrences only, p * log(1 / f) capped at a, f Laplace-smoothed counts."""
+    from memaudit.probes.frequencies import TokenFrequencies
+
+    counts = np.array([5, 0, 3, 12])
+    probs = TokenFrequencies(counts, "h", 1, "test").probabilities()
+    assert probs == pytest.approx((counts + 1) / (counts.sum() + 4)) and probs[1] > 0
+    tokens = np.array([2, 0, 2, 1, 0])
+    logp = np.log(np.array([0.5, 0.01, 0.9, 0.2, 0.3]))
+    s = scored_from([True] * 5, logp=logp)
+    alpha = np.array([0.5 * -np.log(probs[2]), 0.01 * -np.log(probs[0]), 0.2 * -np.log(probs[1])])  # positions 0, 1, 3
+    for a in (0.01, 0.1, 10.0):
+        got = attack_scores(s, "x", 0.2, ("dcpdd",), tokens=tokens, frequencies=probs, dcpdd_a=a)["dcpdd"]
+        assert got == pytest.approx(np.minimum(alpha, a).mean(), rel=1e-5)
 
 
 # Exposure ---------------------------------------------------------------------------------

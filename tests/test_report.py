@@ -57,7 +57,8 @@ def test_comparative_report_files(three_runs, tmp_path):
     sequences = pd.read_csv(out / "sequences.csv")
     assert len(sequences) == 3 * 9 and sequences.columns[0] == "model"
     page = (out / "report.html").read_text()
-    sections = ["Verdict", "Memorization vs capability", "Headline numbers", "Metrics", "By repeat level"]
+    sections = ["Verdict", "Memorization vs capability", "Headline numbers", "Riskiest records", "Metrics"]
+    sections += ["By repeat level"]
     sections += ["Membership inference", "Sequences", "Models"]
     positions = [page.index(f"<h2>{section}</h2>") for section in sections]
     assert positions == sorted(positions)  # the answer first, provenance last

@@ -54,6 +54,16 @@ def fail_on_options(command):
     )(command)
 
 
+def sarif_option(command):
+    """--sarif, the same on `scan model` and `report`: the request writes the file."""
+    return click.option(
+        "--sarif",
+        type=click.Path(path_type=Path),
+        help="Also write the leaking audit records as SARIF 2.1.0 for code scanning: one result per record, at "
+        "its file and line; errors where a --fail-on gate of its kind tripped (docs/gates.md).",
+    )(command)
+
+
 def finish_gates(verdicts: list, junit: Path | None) -> None:
     """Publish the --fail-on verdicts where CI looks (JUnit file, GitHub job summary), print
     them, and exit 1 if any tripped."""
@@ -366,6 +376,20 @@ def scan() -> None:
     "--reference",
     help="Reference model (never trained on the members, or the model before unlearning): `ref` attack and reference-relative metrics.",
 )
+@click.option(
+    "--rmia-reference",
+    "rmia_references",
+    multiple=True,
+    metavar="MODEL",
+    help="A reference model for the `rmia` attack (repeatable): the model's tokenizer, never trained on the members, "
+    "e.g. `memaudit train --no-repeats --seed 1` on the same data dir; not the oracle a report judges against.",
+)
+@click.option(
+    "--frequencies",
+    type=click.Path(path_type=Path),
+    help="Token counts in the model's tokenizer for the `dcpdd` attack (a JSON file; docs/metrics.md) "
+    "[default: counted from the data dir's natural training text].",
+)
 @click.option("--prefix-len", type=int, help="Override the suite's headline prefix length (tokens).")
 @click.option("--suffix-len", type=int, help="Override the suite's suffix length (tokens).")
 @click.option("--tokenizer", help="Tokenizer dir or hub id, when the model's own is elsewhere.")
@@ -384,6 +408,7 @@ def scan() -> None:
 )
 @precision_options
 @fail_on_options
+@sarif_option
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def scan_model(junit: Path | None, precision: str, legacy_precision: str | None, **options) -> None:
     """Score MODEL (a model dir or hub id) on an audit set in one teacher-forced pass; writes
@@ -394,6 +419,7 @@ def scan_model(junit: Path | None, precision: str, legacy_precision: str | None,
       memaudit scan model models/standard --data data/austen --out reports/standard
       memaudit scan model EleutherAI/pythia-70m --audit secrets.jsonl --nonmembers heldout.txt --out reports/pythia
       memaudit scan model models/candidate --data data/austen --out reports/rc --fail-on "extraction.exact_rate>0" --junit gates.xml
+      memaudit scan model models/candidate --data data/austen --out reports/rc --sarif memaudit.sarif
       accelerate launch --multi_gpu --num_processes 2 -m memaudit scan model ...   (sequences split across processes)
     """
     request = ScanRequest(precision=pick_precision(precision, legacy_precision), **options)
@@ -402,7 +428,7 @@ def scan_model(junit: Path | None, precision: str, legacy_precision: str | None,
         from memaudit.report.console import print_summary
 
         print_summary(run.results)
-        click.echo(f"wrote {request.out}/report.html")
+        click.echo(f"wrote {request.out}/report.html" + (f" and {request.sarif}" if request.sarif else ""))
 
     run = scan_and_write(request, on_written=show_scan)
     if run is None:  # not the main process of a multi-process launch
@@ -716,6 +742,7 @@ def stress(
 )
 @click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes, everywhere.")
 @fail_on_options
+@sarif_option
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def report(
     runs: tuple[Path, ...],
@@ -724,6 +751,7 @@ def report(
     redact: bool,
     fail_on: tuple[str, ...],
     junit: Path | None,
+    sarif: Path | None,
     force: bool,
 ) -> None:
     """Compare scan runs in one report: every metric by model with 95% intervals, gap closed,
@@ -736,14 +764,17 @@ def report(
       memaudit report reports/standard reports/memsink reports/oracle --out reports/compare
       memaudit report reports/* --reference reports/standard --redact --out reports/shareable
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
+      memaudit report reports/rc --redact --out reports/shared --sarif memaudit.sarif
     """
-    request = ReportRequest(runs=runs, out=out, reference=reference, redact=redact, fail_on=fail_on, force=force)
+    request = ReportRequest(
+        runs=runs, out=out, reference=reference, redact=redact, fail_on=fail_on, sarif=sarif, force=force
+    )
     written = report_and_write(request)
 
     from memaudit.report.console import print_report
 
     print_report(written.doc)
-    click.echo(f"wrote {out}/report.html")
+    click.echo(f"wrote {out}/report.html" + (f" and {sarif}" if sarif else ""))
     finish_gates(written.verdicts, junit)
 
 

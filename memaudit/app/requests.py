@@ -5,10 +5,11 @@ the same work.
 
 `ScanRequest` is everything `memaudit scan model` is asked to do (with `stress`, the attacks of
 `scan model --stress`); `scan_and_write` checks every input and the output location first, then
-loads the model (and a reference), scans, redacts, evaluates the gates, writes the run dir and
-runs the stress attacks. `ReportRequest` is everything `memaudit report` is asked to do;
-`report_and_write` checks the run dirs, the gates and the output, compares the runs, evaluates
-the gates and writes the report. A request checks itself without importing torch."""
+loads the model (and a reference), scans, redacts, evaluates the gates, writes the run dir (and
+a SARIF file, if asked) and runs the stress attacks. `ReportRequest` is everything `memaudit
+report` is asked to do; `report_and_write` checks the run dirs, the gates and the output,
+compares the runs, evaluates the gates and writes the report (and a SARIF file, if asked). A
+request checks itself without importing torch."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_fla
 from memaudit.memsinks.config import EVAL_MODES
 from memaudit.stress.attacks import Attack, StressConfig
 
-_PATHS = ("out", "data_dir", "audit", "nonmembers", "valid")
+_PATHS = ("out", "data_dir", "audit", "nonmembers", "valid", "sarif")
 _FLAGS = ("allow_pickle", "trust_remote_code", "redact", "force")
 STRESS_DIR = "stress"  # `scan model --stress` writes the attacked models' run dirs to OUT/stress/<attack>/
 
@@ -62,6 +63,8 @@ class ScanRequest:
     sinks_mode: str | None = None  # MemSink evaluation mode (EVAL_MODES); None: the default (DEFAULT_EVAL_MODE)
     suite: str = "default"  # a built-in suite name or a suite YAML path
     reference: str | None = None  # a reference model: the `ref` attack and reference-relative metrics
+    rmia_references: tuple[str, ...] = ()  # models never trained on the members, for the `rmia` attack
+    frequencies: Path | None = None  # token counts for `dcpdd` (memaudit.probes.frequencies); None: counted
     prefix_len: int | None = None  # overrides the suite's
     suffix_len: int | None = None
     tokenizer: str | None = None  # when the model's own tokenizer is elsewhere
@@ -69,6 +72,7 @@ class ScanRequest:
     trust_remote_code: bool = False
     redact: bool = False
     fail_on: tuple[str, ...] = ()  # gate expressions (memaudit.report.gate)
+    sarif: Path | None = None  # also write the leaking records as SARIF 2.1.0 (memaudit.report.sarif)
     stress: tuple[Attack, ...] = ()  # attacks (or their specs, e.g. "quant:int4") to run after the scan
     precision: str = DEFAULT_PRECISION
     threads: int | None = None
@@ -90,6 +94,12 @@ class ScanRequest:
         for name in _PATHS:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.frequencies is not None:
+            object.__setattr__(self, "frequencies", Path(self.frequencies))
+        refs = self.rmia_references
+        if isinstance(refs, (str, Path)) or not all(isinstance(r, (str, Path)) and str(r).strip() for r in refs):
+            raise MemauditError(f"rmia_references must be a list of model paths or names, got {refs!r}")
+        object.__setattr__(self, "rmia_references", tuple(str(r) for r in refs))
         if (self.data_dir is None) == (self.audit is None):
             raise MemauditError(
                 "a scan needs exactly one audit set: `data_dir` (a data dir from `memaudit data build`) "
@@ -139,7 +149,7 @@ class ScanRequest:
     def inputs(self) -> list[str | Path]:
         """Everything the scan reads, which its output must never overwrite."""
         given = (self.model, self.data_dir, self.audit, self.nonmembers, self.valid, self.reference, self.tokenizer)
-        return [p for p in given if p is not None]
+        return [p for p in (*given, *self.rmia_references, self.frequencies) if p is not None]
 
 
 @dataclass
@@ -155,17 +165,21 @@ class ScanRun:
 def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None] | None = None) -> ScanRun | None:
     """Carry out `request`. Every input, gate, attack and output location is checked before torch
     is imported, so a bad request fails in a moment; then the reference (if any) and the model
-    are scanned and the run dir is written; `on_written` (if given) is called with that scan's
-    ScanRun (the command line prints its summary there); then the stress attacks run, each into
-    OUT/stress/<attack>/, with this scan as the model before them. Returns None on every process
-    but the main one of a multi-process launch, which runs no stress attack."""
+    are scanned and the run dir (and `sarif`, the leaking records as SARIF 2.1.0) is written;
+    `on_written` (if given) is called with that scan's ScanRun (the command line prints its
+    summary there); then the stress attacks run, each into OUT/stress/<attack>/, with this scan
+    as the model before them. Returns None on every process but the main one of a multi-process
+    launch, which runs no stress attack."""
     from memaudit.common.fileio import check_out
     from memaudit.common.model_files import locate_model
     from memaudit.corpus.audit import AuditSet
     from memaudit.corpus.audit_file import load_audit_rows
     from memaudit.corpus.sources import load_texts
+    from memaudit.probes.config import check_attack_inputs
+    from memaudit.probes.frequencies import read_frequencies
     from memaudit.probes.suite import load_suite
     from memaudit.report.gate import parse_gates
+    from memaudit.report.sarif import check_sarif
     from memaudit.stress.checks import check_stress
 
     stress_config = request.stress_config
@@ -174,9 +188,13 @@ def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None
             request.model, request.data_dir, request.stress_out, stress_config, force=request.force, with_before=False
         )
     check_out(request.out, force=request.force, inputs=request.inputs)
+    if request.sarif is not None:
+        check_sarif(request.sarif, out=request.out, inputs=request.inputs)
     gates = parse_gates(request.fail_on)
     overrides = {k: getattr(request, k) for k in ("prefix_len", "suffix_len") if getattr(request, k) is not None}
     config = dataclasses.replace(load_suite(request.suite), **overrides)
+    check_attack_inputs(config, rmia_references=request.rmia_references, frequencies=request.frequencies)
+    frequencies = read_frequencies(request.frequencies) if request.frequencies is not None else None
     rows = load_audit_rows(request.audit, request.nonmembers) if request.audit is not None else None
     valid_texts = load_texts(request.valid) if request.valid is not None else None
     if request.data_dir is not None:
@@ -184,12 +202,16 @@ def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None
     locate_model(request.model, allow_pickle=request.allow_pickle)
     if request.reference is not None:
         locate_model(request.reference)
+    for ref in request.rmia_references:
+        locate_model(ref)
 
     from memaudit.common.parallel import configure_threads, process_state
     from memaudit.models.io import load_model
+    from memaudit.probes.rmia import check_rmia_references
     from memaudit.probes.scan import scan
     from memaudit.report.compare import redact_texts
     from memaudit.report.render import write_run
+    from memaudit.report.sarif import write_sarif
 
     configure_threads(request.threads)
     loaded = load_model(
@@ -202,12 +224,24 @@ def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None
     main_process = process_state().is_main_process
     if main_process:
         print(loaded.precision.line, flush=True)
+    # Inputs that need the model's tokenizer, checked before anything is scanned.
+    check_rmia_references(loaded.tokenizer, request.rmia_references, request.model)
+    if frequencies is not None:
+        frequencies.check_tokenizer(loaded.tokenizer, request.model)
     inputs = dict(data_dir=request.data_dir, audit_rows=rows, valid_texts=valid_texts, config=config)
     reference = None
     if request.reference is not None:
         ref_loaded = load_model(request.reference, tokenizer=request.tokenizer, precision=request.precision)
         reference = scan(ref_loaded, emitted=False, **inputs)
-    results = scan(loaded, sinks_mode=request.sinks_mode, reference=reference, **inputs)
+    results = scan(
+        loaded,
+        sinks_mode=request.sinks_mode,
+        reference=reference,
+        rmia_references=request.rmia_references,
+        frequencies=frequencies,
+        precision=request.precision,
+        **inputs,
+    )
     if not main_process:
         return None
     if request.audit is not None:
@@ -220,6 +254,8 @@ def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None
         redact_texts(results)
     run = ScanRun(results, _judged(results, gates))
     write_run(results, request.out, force=request.force)
+    if request.sarif is not None:
+        write_sarif(results, request.sarif)
     if on_written is not None:
         on_written(run)
     if stress_config is not None:
@@ -242,6 +278,7 @@ class ReportRequest:
     reference: Path | None = None  # the run every model is measured against
     redact: bool = False
     fail_on: tuple[str, ...] = ()  # gate expressions (memaudit.report.gate)
+    sarif: Path | None = None  # also write the leaking records as SARIF 2.1.0 (memaudit.report.sarif)
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -249,8 +286,9 @@ class ReportRequest:
             raise MemauditError(f"runs must be a list of scan run dirs, at least one, got {self.runs!r}")
         object.__setattr__(self, "runs", tuple(Path(r) for r in self.runs))
         object.__setattr__(self, "out", Path(self.out))
-        if self.reference is not None:
-            object.__setattr__(self, "reference", Path(self.reference))
+        for name in ("reference", "sarif"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         for name in ("redact", "force"):
             check_flag(name, getattr(self, name))
         object.__setattr__(self, "fail_on", _gate_expressions(self.fail_on))
@@ -273,12 +311,16 @@ class ReportRun:
 def report_and_write(request: ReportRequest) -> ReportRun:
     """Carry out `request`: the output location, every run dir's results and the gates are
     checked before anything heavy is imported; then the runs are compared, the gates judged and
-    the report written (results.json, report.html, summary.csv, sequences.csv, summary.md)."""
+    the report written (results.json, report.html, summary.csv, sequences.csv, summary.md; and
+    `sarif`, the leaking records as SARIF 2.1.0)."""
     from memaudit.common.fileio import check_out
     from memaudit.report.gate import parse_gates
     from memaudit.report.run_files import read_results
+    from memaudit.report.sarif import check_sarif, write_sarif
 
     check_out(request.out, force=request.force, inputs=request.inputs)
+    if request.sarif is not None:
+        check_sarif(request.sarif, out=request.out, inputs=request.inputs)
     for run_dir in request.inputs:
         read_results(run_dir)
     gates = parse_gates(request.fail_on)
@@ -289,4 +331,6 @@ def report_and_write(request: ReportRequest) -> ReportRun:
     doc = compare_runs(request.runs, reference=request.reference, redact=request.redact)
     verdicts = _judged(doc, gates)
     write_report(doc, request.out, force=request.force)
+    if request.sarif is not None:
+        write_sarif(doc, request.sarif)
     return ReportRun(doc, verdicts)

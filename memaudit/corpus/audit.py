@@ -16,6 +16,7 @@ from memaudit.common.validation import MAX_REPEATS, integer
 from memaudit.corpus.config import KINDS, AuditConfig
 from memaudit.corpus.sources import (
     EMBEDDED,
+    SOURCE_KEYS,
     doc_id,
     embedded_provenance,
     load_documents,
@@ -54,14 +55,16 @@ class AuditSet:
 
     @classmethod
     def load(cls, data_dir: Path) -> AuditSet:
+        """The data dir's rows; each audit row also says where it is (`source_file`, `source_line`), for triage."""
         data_dir = cls.check(data_dir)
-        rows = {name: _data_rows(data_dir / f"{name}.jsonl") for name in ("train", "audit", "valid")}
+        rows = {name: _data_rows(data_dir / f"{name}.jsonl", name == "audit") for name in ("train", "audit", "valid")}
         return cls(**rows, manifest=read_json(data_dir / "manifest.json"))
 
 
-def _data_rows(path: Path) -> list[dict]:
+def _data_rows(path: Path, with_source: bool = False) -> list[dict]:
     """The rows of a data dir file, each checked: a hand-edited file must fail here, naming the
-    line, and not deep inside training (a huge `repeats` would fill the memory)."""
+    line, and not deep inside training (a huge `repeats` would fill the memory). `with_source`:
+    each row also gets its file and line (sources.SOURCE_KEYS)."""
     rows = []
     for line, row in iter_jsonl(path):
         where = f"{path}:{line}"
@@ -76,7 +79,7 @@ def _data_rows(path: Path) -> list[dict]:
                 raise MemauditError(f"{where}: {e}") from None
         if row.get("kind") not in KINDS:
             raise MemauditError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {row.get('kind')!r}")
-        rows.append(row)
+        rows.append(row | dict(zip(SOURCE_KEYS, (str(path), line))) if with_source else row)
     return rows
 
 

@@ -2,7 +2,8 @@
 train. A file of texts (jsonl/csv/parquet/txt) with optional `member`, `repeats`, `doc_id` and
 `kind` columns, optionally a second file of known non-members, and a file of clean text for
 capability. Every optional column is checked, never cut or guessed: `repeats: 2.5` is an error,
-not 2, and a row that says both "not a member" and "trained 3 times" is an error too."""
+not 2, and a row that says both "not a member" and "trained 3 times" is an error too. Each row
+keeps where it came from (`source_file`, `source_line`: sources.SOURCE_KEYS), for triage."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from memaudit.common.errors import MemauditError
 from memaudit.corpus.config import KINDS
-from memaudit.corpus.sources import Record, doc_id, load_records
+from memaudit.corpus.sources import SOURCE_KEYS, Record, doc_id, load_records
 
 INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"\s*[0-9]+\s*")
@@ -68,7 +69,10 @@ def audit_row(record: Record, member_default: bool) -> dict:
 
 
 def _rows(path: Path, member_default: bool) -> list[dict]:
-    rows = [audit_row(record, member_default) for record in load_records(path)]
+    rows = [
+        audit_row(record, member_default) | dict(zip(SOURCE_KEYS, (str(path), record.line)))
+        for record in load_records(path)
+    ]
     if not rows:
         raise MemauditError(f"{path}: no non-empty texts to audit")
     return rows

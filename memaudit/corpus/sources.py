@@ -27,6 +27,9 @@ from memaudit.common.fileio import iter_jsonl, read_text, read_text_lines
 
 EMBEDDED = {"austen": "austen.jsonl.gz"}
 LOCAL_FORMATS = (".jsonl", ".json", ".txt", ".parquet", ".csv")
+# Where an audit row came from, kept on its per-sequence row (probes/metrics.py) for triage (sequences.csv, SARIF):
+# the file as given and the record's 1-based line (its row or item number in Parquet or a JSON array; Record.line).
+SOURCE_KEYS = ("source_file", "source_line")
 
 
 def normalize(text: str) -> str:
@@ -61,10 +64,13 @@ def embedded_provenance(name: str = "austen") -> dict:
 @dataclass(frozen=True)
 class Record:
     """One row of a local file: its fields as the file holds them (`text` is a non-blank
-    string), and where it is, for error messages about its other fields."""
+    string), and where it is, for error messages about its other fields and for triage."""
 
     where: str  # "FILE:LINE" (JSONL, CSV, TXT), "FILE item N" (a JSON array), "FILE row N" (Parquet)
     fields: dict[str, Any]
+    # 1-based: the line the record starts on (JSONL, CSV: its first physical line, TXT: the paragraph's first
+    # line); a JSON array's item number and a Parquet file's row number, which have no lines of their own.
+    line: int = 0
 
     @property
     def text(self) -> str:
@@ -102,7 +108,7 @@ def load_records(path: Path) -> list[Record]:
         raise MemauditError(f"{path}: unsupported format {suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
     reader = {".jsonl": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet, ".txt": _txt}[suffix]
     records, blank = [], []
-    for where, fields in reader(path):
+    for where, line, fields in reader(path):
         if "text" not in fields:
             raise MemauditError(f"{where}: no 'text' field (fields: {', '.join(map(str, fields)) or 'none'})")
         text = fields["text"]
@@ -111,7 +117,7 @@ def load_records(path: Path) -> list[Record]:
                 f"{where}: 'text' must be a string, got {_describe(text)}; write it as a string, or remove the row"
             )
         if text.strip():
-            records.append(Record(where, fields))
+            records.append(Record(where, fields, line))
         else:
             blank.append(where)
     if blank:
@@ -119,12 +125,12 @@ def load_records(path: Path) -> list[Record]:
     return records
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+def _jsonl(path: Path) -> Iterator[tuple[str, int, dict]]:
     for line, row in iter_jsonl(path):
-        yield f"{path}:{line}", row
+        yield f"{path}:{line}", line, row
 
 
-def _json(path: Path) -> Iterator[tuple[str, dict]]:
+def _json(path: Path) -> Iterator[tuple[str, int, dict]]:
     """A JSON array of objects, or (like `datasets`) JSON Lines under a .json name."""
     text = read_text(path)
     if not text.lstrip().startswith("["):
@@ -137,10 +143,10 @@ def _json(path: Path) -> Iterator[tuple[str, dict]]:
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise MemauditError(f"{path} item {i}: expected a JSON object, got {_describe(item)}")
-        yield f"{path} item {i}", item
+        yield f"{path} item {i}", i, item
 
 
-def _csv(path: Path) -> Iterator[tuple[str, dict]]:
+def _csv(path: Path) -> Iterator[tuple[str, int, dict]]:
     """Rows by the header line; every cell stays the string it is in the file."""
     reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     try:
@@ -149,18 +155,18 @@ def _csv(path: Path) -> Iterator[tuple[str, dict]]:
             return
         start = reader.line_num + 1
         for row in reader:
-            where = f"{path}:{start}"
+            line, where = start, f"{path}:{start}"
             start = reader.line_num + 1
             if not row:
                 continue
             if len(row) != len(header):
                 raise MemauditError(f"{where}: {len(row)} cells, but the header has {len(header)}; check the quoting")
-            yield where, dict(zip(header, row))
+            yield where, line, dict(zip(header, row))
     except csv.Error as e:
         raise MemauditError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
 
 
-def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
+def _parquet(path: Path) -> Iterator[tuple[str, int, dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -173,10 +179,10 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise MemauditError(f"{path}: column 'text' holds {kind}, not strings; store the texts as strings")
     for i, row in enumerate(table.to_pylist(), start=1):
-        yield f"{path} row {i}", row
+        yield f"{path} row {i}", i, row
 
 
-def _txt(path: Path) -> Iterator[tuple[str, dict]]:
+def _txt(path: Path) -> Iterator[tuple[str, int, dict]]:
     """One row per blank-line separated paragraph, its lines joined by a space."""
     current, first = [], 0
     for i, line in enumerate([*read_text_lines(path), ""], start=1):
@@ -184,7 +190,7 @@ def _txt(path: Path) -> Iterator[tuple[str, dict]]:
             first = first or i
             current.append(line.strip())
         elif current:
-            yield f"{path}:{first}", {"text": " ".join(current)}
+            yield f"{path}:{first}", first, {"text": " ".join(current)}
             current, first = [], 0
 
 

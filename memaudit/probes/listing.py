@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from memaudit.common.errors import MemauditError
-from memaudit.probes.registry import AGAINST, GROUPS, Metric, listed
+from memaudit.probes.config import ATTACKS, DEFAULT_ATTACKS
+from memaudit.probes.registry import ABSENT_ATTACKS, AGAINST, ATTACK_DOCS, GROUPS, MIN_NONMEMBERS, Metric, listed
 
 REGENERATE = "python scripts/gen_metrics_doc.py"
 
@@ -133,7 +134,77 @@ def metrics_markdown(groups: Sequence[str] = ()) -> str:
         ]
         table = "\n".join(["| metric | dir | meaning | role |", "|---|---|---|---|", *rows])
         blocks.append(f"## {group.capitalize()}\n\n{GROUP_NOTES[group]}\n\n{table}\n")
+        if group == "privacy":
+            blocks.append(attacks_markdown())
     return "\n".join(blocks)
+
+
+def attacks_markdown() -> str:
+    """The membership attacks section of docs/metrics.md: each attack's score, parameters, inputs,
+    suites and source (registry.ATTACK_DOCS), the attacks left out and the low-FPR warning."""
+    default = ", ".join(f"`{a}`" for a in DEFAULT_ATTACKS)
+    extra = ", ".join(f"`{a}`" for a in ATTACKS if a not in DEFAULT_ATTACKS)
+    few = " and ".join(f"{n:,} for {label}" for label, n in MIN_NONMEMBERS.items())
+    lines = [
+        "### Membership attacks",
+        "",
+        "`privacy.mia.<attack>.*` for each attack below; every score is oriented so that higher means more",
+        "member-like, and `sequences.csv` holds it per text as `mia_<attack>` (the ROC chart is drawn from these).",
+        "n is the number of text tokens, NLL_i = -log p_i the negative log-likelihood of the i-th, predicted",
+        "from the boundary token and the text before it. The suites `default` and `ci` (`mia_attacks`) run",
+        f"{default}:",
+        "everything that comes out of the one scoring pass, `ref` and `rmia` only when their models are given;",
+        f"`full` adds {extra}, which need a pass of their own. A suite may list any of them.",
+        "",
+        "Each `tpr@<x>%fpr` entry measured on fewer non-members than about 1 / FPR",
+        f"({few}) carries a `note` saying so, and every view warns: with so few, the",
+        "threshold is set by the single highest non-member score (or none), and the rate means little.",
+        "",
+    ]
+    for name in ATTACKS:
+        d = ATTACK_DOCS[name]
+        lines += [
+            f"- **`{name}`**: {d.meaning}.",
+            f"  - score: {d.score}.",
+            f"  - parameters: {d.parameters}; reads: {d.inputs}; runs in: {d.runs}.",
+            *([f"  - source: {d.source}"] if d.source else []),
+        ]
+    lines += [
+        "",
+        "**Token-frequency files** (`--frequencies FILE`, for `dcpdd`): one JSON object",
+        '`{"format": "memaudit-token-frequencies", "version": 1, "tokenizer": {"vocab_size": V, "vocab_sha256": H},',
+        '"documents": D, "source": "...", "counts": [c_0, ..., c_{V-1}]}`, where `counts[i]` is how often token id i',
+        "occurs in the corpus (each text tokenized without special tokens or truncation) and H is",
+        "`memaudit.probes.frequencies.vocab_sha256(tokenizer)`; a file of another tokenizer is refused.",
+        "`memaudit.write_frequencies(memaudit.count_frequencies(tokenizer, texts), path)` writes one.",
+        "",
+        "**Checked against MIMIR** (`benchmarks/mimir_peer_check.py --mimir PATH`, figures in docs/results.md):",
+        "MIMIR's own attack code, given memaudit's token ids (boundary token first), gives the same per-text",
+        "scores as `loss`, `zlib`, `mink`, `minkpp`, `dcpdd`, `recall` and `gradnorm` up to float error (relative",
+        "differences at most about 1e-5, Spearman 1.0). MIMIR's values are the negatives of memaudit's for all",
+        "but `gradnorm` (MIMIR returns the mean NLL, -Min-K%, -DC-PDD and a negative ReCaLL ratio, lower =",
+        "member); its `-||g||` is memaudit's `gradnorm` as it is. The deliberate differences, each with its",
+        "effect on AUC in docs/results.md:",
+        "- first token: MIMIR scores the text as its tokenizer gives it, with no boundary token, so the first",
+        "  text token is never scored; memaudit predicts it from the boundary token, as the model saw documents",
+        "  in training (AUC moves by under 0.01 on the check's model);",
+        "- ReCaLL's prefix: MIMIR joins whole non-member texts as strings (no boundary between them), keeps as",
+        "  many as fit beside the average text, scores the text's first token only under the prefix, and cuts",
+        "  a longer input into non-overlapping windows; memaudit fills the context beside the longest text with",
+        "  boundary-joined documents and scores the same tokens with and without the prefix;",
+        "- DC-PDD's smoothing is MIMIR's (Laplace, (c + 1) / (sum c + V)); only the corpus differs (a local one",
+        "  instead of 15 C4 shards);",
+        "- GradNorm's p-norm: p = 2 as OpenUnlearning; MIMIR's default is p = inf;",
+        "- GradNorm's orientation: MIMIR returns -||g|| and its ROC negates every score again, so it ranks a",
+        "  LARGER gradient as member: its AUC is 1 - memaudit's at p = 2. memaudit follows OpenUnlearning and",
+        "  the reasoning of the attack (a trained-on text sits near a minimum of the loss);",
+        "- `zlib_total` is not MIMIR's zlib (total NLL, not mean, over the zlib bytes); `zlib` is.",
+        "",
+        "**Not here**:",
+        *[f"- **{name}**: {why}" for name, why in ABSENT_ATTACKS.items()],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def print_metrics(groups: Sequence[str] = (), console: Console | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from memaudit.corpus.sources import SOURCE_KEYS
 from memaudit.probes.config import ScanConfig
 from memaudit.probes.extraction import extraction_verdicts
 from memaudit.probes.inputs import MetricInputs
@@ -25,14 +26,21 @@ def sequence_row(
     *,
     ref_loss: float | None = None,
     exposure: float | None = None,
+    truncated: bool = False,
+    frequencies=None,
+    more_scores: dict[str, float] | None = None,
 ) -> dict:
     """One audited sequence's results: loss, extraction verdicts at the headline prefix (plain
     keys) and at each other sweep prefix (`exact@P8` ...), membership scores `mia_<attack>`
     (higher = more member-like, for ROC curves), and `exposure` for canaries.
 
-    `ref_loss`: the reference model's mean NLL on the same text (its `loss`), for `mia_ref`."""
+    `ref_loss`: the reference model's mean NLL on the same text (its `loss`), for `mia_ref`.
+    `truncated`: the text was cut to the context, so zlib compresses the decoded scored tokens, not
+    the whole text. `frequencies`: DC-PDD's smoothed probability per token id, for `mia_dcpdd`.
+    `more_scores`: the scores of the attacks that need more than this pass (recall, gradnorm, rmia)."""
     out = {
         "doc_id": row["doc_id"],
+        **{k: row[k] for k in SOURCE_KEYS if k in row},  # where the record is: its file and line, for triage
         "kind": row["kind"],
         "repeats": row["repeats"],
         "member": row["repeats"] > 0,
@@ -48,8 +56,11 @@ def sequence_row(
     for sweep_p in cfg.prefix_lens:
         verdicts = extraction_verdicts(scored, sweep_p, s, cfg.np_n, cfg.np_p) if sweep_p != p else None
         out |= {at_prefix(key, sweep_p): v for key, v in (verdicts or {}).items()}
-    scores = attack_scores(scored, row["text"], cfg.mink_k, cfg.mia_attacks, ref_loss)
-    out |= {f"mia_{attack}": v for attack, v in scores.items()}
+    text = tok.decode(tokens[1:]) if truncated else row["text"]  # the text that was scored
+    dcpdd = dict(tokens=tokens[1:], frequencies=frequencies, dcpdd_a=cfg.dcpdd_a)
+    scores = attack_scores(scored, text, cfg.mink_k, cfg.mia_attacks, ref_loss, **dcpdd)
+    scores |= {a: v for a, v in (more_scores or {}).items() if a in cfg.mia_attacks}
+    out |= {f"mia_{attack}": v for attack in cfg.mia_attacks if (v := scores.get(attack)) is not None}
     if exposure is not None:
         out["exposure"] = exposure
     return out

@@ -25,6 +25,9 @@ from memaudit.probes.inputs import MetricInputs, relative
 from memaudit.probes.stats import Statistic, mean
 
 FPR_LEVELS = {"1%": 0.01, "0.1%": 0.001}  # reported TPRs: `privacy.mia.<attack>.tpr@1%fpr`, ...
+# Below about 1 / FPR non-members a TPR at that FPR rests on the one highest non-member score (or on none
+# at all): its entry then carries a `note` saying so, and every view warns (report/verdict.py).
+MIN_NONMEMBERS = {label: round(1 / fpr) for label, fpr in FPR_LEVELS.items()}
 # Who a relative metric is measured against. Reports recompute the first two against their
 # reference model; `retrained` needs a model never trained on the members (MUSE's retrained
 # model), which only `scan model --reference` can promise.
@@ -421,9 +424,18 @@ _ITEMS.append(SWEEP)
 REGISTRY.update({at_prefix(b, p): get_metric(at_prefix(b, p)) for p in ScanConfig.prefix_lens for b in SWEEP.row_keys})
 
 
+def too_few_nonmembers(n: int, label: str) -> str:
+    """The note of a TPR at `label` FPR measured on only `n` non-members."""
+    return (
+        f"{n:,} non-members are too few for a true-positive rate at {label} false positives to mean anything "
+        f"(it needs about {MIN_NONMEMBERS[label]:,} or more)"
+    )
+
+
 def _mia(attack: str, fpr: float | None) -> Compute:
     """AUC (fpr None) or TPR at `fpr` of the attack's member scores against the non-members', by
-    member level against all non-members. Scores are oriented higher = more member-like."""
+    member level against all non-members. Scores are oriented higher = more member-like. A TPR on
+    fewer non-members than MIN_NONMEMBERS asks for carries a `note` (too_few_nonmembers)."""
 
     def compute(x: MetricInputs) -> dict | None:
         # membership.py imports the scoring pass (torch): loaded only when a scan computes.
@@ -435,8 +447,11 @@ def _mia(attack: str, fpr: float | None) -> Compute:
             return None  # `ref` without a reference
         stat: Statistic = auc if fpr is None else partial(tpr_at_fpr, fpr=fpr)
         levels = sorted({r["repeats"] for r in x.members})
+        label = next((lab for lab, f in FPR_LEVELS.items() if f == fpr), None)
+        few = label is not None and len(nonmembers) < MIN_NONMEMBERS[label]
         return {
             **x.summary([members, nonmembers], stat),
+            **({"note": too_few_nonmembers(len(nonmembers), label)} if few else {}),
             "by_repeats": {
                 str(lv): x.summary([x.values(x.at_level(x.members, lv), key), nonmembers], stat) for lv in levels
             },
@@ -445,15 +460,123 @@ def _mia(attack: str, fpr: float | None) -> Compute:
     return compute
 
 
-# Membership inference, one family per attack (membership.py computes each score).
-_ATTACK_MEANINGS = {
-    "loss": "mean token NLL",
-    "zlib": "total NLL over zlib-compressed bytes",
-    "mink": "Min-K% (mean of the lowest k% token log-probs, k = 20% by default)",
-    "minkpp": "Min-K%++ (lowest k% of log-probs standardized by the model's own distribution)",
-    "ref": "NLL minus a reference model's NLL",
+# Membership inference, one family per attack (membership.py and the modules beside it compute each score).
+@dataclass(frozen=True)
+class AttackDoc:
+    """A membership attack as docs/metrics.md defines it: `meaning` completes "by ..." in its
+    metrics' one-line meanings; `score` is its formula (oriented higher = more member-like);
+    `parameters`, `inputs` (what it reads besides the scoring pass), `runs` (which suites) and
+    `source` (the paper, the implementation followed, and where memaudit differs)."""
+
+    meaning: str
+    score: str
+    parameters: str = "none"
+    inputs: str = "the scoring pass"
+    runs: str = "every suite (the one scoring pass)"
+    source: str = ""
+
+
+_Z = "Z(x) = the byte length of zlib.compress(UTF-8 of x) (default level), x the text that was scored: the decoded scored tokens when the text was cut to the model's context"
+ATTACK_DOCS = {
+    "loss": AttackDoc(
+        "mean token NLL",
+        "-(1/n) sum_i NLL_i, over the n text tokens, each predicted from the boundary token and the text before it",
+        source="Yeom et al. 2018; equal to MIMIR's and OpenUnlearning's loss attack on the same token ids.",
+    ),
+    "zlib": AttackDoc(
+        "mean token NLL over zlib-compressed bytes",
+        f"-((1/n) sum_i NLL_i) / Z(x); {_Z}",
+        source="Carlini et al. 2021 (the perplexity's log over the zlib entropy), as MIMIR and OpenUnlearning compute it. "
+        "Its numerator is a mean and its denominator grows with the text, so it also ranks by length: `zlib_total` "
+        "is the length-free ratio.",
+    ),
+    "zlib_total": AttackDoc(
+        "total NLL over zlib-compressed bytes",
+        f"-(sum_i NLL_i) / Z(x); {_Z}",
+        source="memaudit's `zlib` before it followed the literature, kept under its own name: the model's code length "
+        "(nats) over zlib's (bytes), free of the text's length, and what earlier runs and gates called `zlib`.",
+    ),
+    "mink": AttackDoc(
+        "Min-K% (mean of the lowest k% token log-probs, k = 20% by default)",
+        "the mean of the lowest max(1, floor(k n)) of the n token log-probs log p_i",
+        "k = `mink_k` (0.2)",
+        source="Shi et al. 2024 (Min-K% Prob).",
+    ),
+    "minkpp": AttackDoc(
+        "Min-K%++ (lowest k% of log-probs standardized by the model's own distribution)",
+        "the mean of the lowest max(1, floor(k n)) of (log p_i - mu_i) / sigma_i, mu_i and sigma_i the mean and "
+        "standard deviation of log p under the model's next-token distribution at i",
+        "k = `mink_k` (0.2)",
+        source="Zhang et al. 2024 (Min-K%++).",
+    ),
+    "dcpdd": AttackDoc(
+        "DC-PDD (token probabilities calibrated by token frequencies in a reference corpus)",
+        "(1/|F|) sum_{i in F} min(p_i log(1 / f(t_i)), a), F the first occurrence of each distinct token of the text, "
+        "p_i the model's probability of token t_i, f(t) = (c_t + 1) / (sum_t c_t + V) the token's Laplace-smoothed "
+        "frequency in the reference corpus (counts c, vocabulary size V)",
+        "a = `dcpdd_a` (0.01, MIMIR's default)",
+        "token counts of a local reference corpus in the model's tokenizer, never downloaded: by default the data "
+        "dir's natural training text (train.jsonl rows of kind natural; with --audit, the --valid texts), or "
+        "`scan model --frequencies FILE` (the file format below); not measured without either",
+        source="Zhang et al., EMNLP 2024, as MIMIR's `dc_pdd.py` computes it (first occurrences, the cap a, Laplace "
+        "smoothing). Differences: MIMIR downloads 15 C4 shards and counts each text tokenized with special tokens "
+        "and cut at 1,024 tokens; memaudit counts a local corpus without special tokens or truncation.",
+    ),
+    "ref": AttackDoc(
+        "NLL minus a reference model's NLL",
+        "NLL_ref(x) - NLL(x), both mean token NLLs",
+        inputs="`scan model --reference MODEL`, scanned on the same audit set first",
+        runs="every suite, when a reference is given",
+        source="Carlini et al. 2021 (reference-model calibration).",
+    ),
+    "rmia": AttackDoc(
+        "RMIA (likelihood ratio against reference models, compared with population texts)",
+        "(1/|Z|) sum_{z in Z} 1[LR(x) / LR(z) > gamma], LR(x) = Pr(x|theta) / Pr(x), Pr(x|theta) = exp(-mean NLL(x)) "
+        "(the geometric-mean token probability, as privacy-meter scores LMs), Pr(x) = ((1 + a) mean_r Pr(x|theta_r) "
+        "+ (1 - a)) / 2 over the reference models r (the offline approximation); Z the population texts",
+        "gamma = `rmia_gamma` (1), a = `rmia_offline_a` (0.3): privacy-meter's `run_rmia` defaults (the paper tunes a "
+        "on a pair of reference models); a = 1 uses the references' likelihood as it is",
+        "one or more reference models with the model's tokenizer that never saw the members (`scan model "
+        "--rmia-reference MODEL`, repeatable), and population texts that are neither scored member nor non-member: "
+        "the data dir's validation texts (with --audit, the --valid texts), less any audited text",
+        "every suite, when reference models are given (`rmia` is in `mia_attacks` by default)",
+        "Zarifzadeh et al., ICML 2024, offline, as privacy-meter's `modules/mia/attacks/rmia.py` computes it. Train a "
+        "reference with memaudit on the same data dir without the members: `memaudit train --data DATA --no-repeats "
+        "--seed 1 --out models/rmia-ref`. It must not be the oracle a report judges against (the no-repeats model "
+        "scanned beside the others), or the oracle is measured with itself.",
+    ),
+    "recall": AttackDoc(
+        "ReCaLL (the change in log-likelihood after a prefix of known non-members)",
+        "LL(x | P) / LL(x) = NLL(x | P) / NLL(x), both mean NLLs over the same text tokens, the text (with its "
+        "boundary token) after a prefix P: the last R tokens of known non-member texts, each as [boundary] + tokens, "
+        "R = the model's context - the longest audited sequence; one P for every text",
+        inputs="known non-member text that is not audited: the data dir's validation texts (with --audit, the --valid "
+        "texts); a scan is refused when the context leaves no room for any prefix",
+        runs="the `full` suite, or a suite that lists it: a forward pass of its own (P's key-value cache reused)",
+        source="Xie et al., EMNLP 2024. MIMIR joins whole non-member texts (shots) as strings; memaudit joins their "
+        "tokens with the boundary token, as documents are packed in training, and fills the context from the end.",
+    ),
+    "gradnorm": AttackDoc(
+        "GradNorm (the gradient norm of the text's loss)",
+        "-(1/|T|) sum_{t in T} ||dL(x)/dt||_2, L(x) the mean token NLL, T the model's parameter tensors, in the "
+        "weights' dtype",
+        "p = 2 (OpenUnlearning's; MIMIR's default is p = inf)",
+        inputs="the model's gradients: a MemSink model in sink mode `own` is refused",
+        runs="the `full` suite, or a suite that lists it: per-text gradients (torch.func vmap over grad, in chunks); "
+        "refused before the scan when one text's gradient does not fit in memory",
+        source="as OpenUnlearning defines it (`mia/gradnorm.py`): the mean over parameter tensors of each tensor's "
+        "gradient norm, negated.",
+    ),
 }
-assert set(_ATTACK_MEANINGS) == set(ATTACKS)
+assert set(ATTACK_DOCS) == set(ATTACKS)
+# The attack MIMIR has that memaudit does not, and why (docs/metrics.md).
+ABSENT_ATTACKS = {
+    "neighbourhood": "the neighbourhood attack (Mattern et al. 2023) compares a text's loss with that of 25 or more "
+    "neighbours made by a second, mask-filling model (MIMIR uses T5 or BERT), each neighbour scored by the model "
+    "too. A scan reads causal language models only, so there is no mask-filling model to make neighbours with "
+    "offline; it is left out rather than run with a stand-in.",
+}
+_ATTACK_MEANINGS = {name: doc.meaning for name, doc in ATTACK_DOCS.items()}
 # Two-sided: an AUC far below chance is no success. Members then stand out by being fitted *worse*
 # than comparable text, the mark of over-unlearning, and an attacker who flips the score reads
 # membership just as well (OpenUnlearning issue #167).

@@ -3,7 +3,14 @@ sequence that keeps per-token statistics instead of logits. From these arrays ev
 computed, with no generation: greedy extraction at every prefix length (`hit`), loss and
 membership scores (`logp`, `mu`, `sigma`), (n,p)-discoverability (`topk_logp`).
 
-The LM head is applied in row chunks, so peak memory is bounded for any vocabulary size."""
+What it adds to a raw forward of the same tokens (benchmarks/scoring_throughput.py):
+- the body runs without the last position of each batch, whose prediction has no target;
+- the LM head runs in row chunks (LOGIT_BYTES_PER_CHUNK of float32 logits), so peak memory is
+  bounded for any vocabulary size and the full logits are never materialized;
+- the statistics over the vocabulary are a few vectorized passes per chunk: the maxima of k parts of
+  each row, one softmax (log Z from its largest probability), two products (mean and variance);
+- the top-k (a per-row partial sort, the costliest step) runs only on the rows whose true logit
+  reaches the least of those k part maxima: on no other row can it be a top-k or greedy hit."""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from transformers import PreTrainedModel
 
 from memaudit.probes.config import TOPK
 
-LOGIT_BYTES_PER_CHUNK = 64 << 20
+LOGIT_BYTES_PER_CHUNK = 16 << 20  # float32 logits per LM-head chunk
 
 
 @dataclass
@@ -33,19 +40,52 @@ class ScoredSequence:
         return len(self.logp)
 
 
-def _token_stats(logits: torch.Tensor, targets: torch.Tensor, topk: int) -> torch.Tensor:
-    """[N, V] logits, [N] targets -> [N, 5]: logp, hit, mu, sigma, topk_logp."""
+def _token_stats(
+    logits: torch.Tensor, targets: torch.Tensor, topk: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[N, V] logits, [N] targets -> [N, 5]: logp, hit, mu, sigma, topk_logp (into `out` when given).
+
+    Overwrites `logits` when they are float32 already."""
     logits = logits.float()
-    logz = torch.logsumexp(logits, dim=-1)
+    n, vocab = logits.shape
+    k = min(topk, vocab)
+    out = torch.empty(n, 5, device=logits.device) if out is None else out
     true = logits.gather(1, targets[:, None]).squeeze(1)
-    probs = torch.softmax(logits, dim=-1)
-    mean_logit = (probs * logits).sum(-1)
-    var = (probs * (logits - mean_logit[:, None]).square()).sum(-1)
-    top_vals, top_idx = logits.topk(min(topk, logits.shape[-1]), dim=-1)
-    in_top = (top_idx == targets[:, None]).any(-1)
-    topk_logp = torch.where(in_top, true - torch.logsumexp(top_vals, -1), torch.full_like(true, -torch.inf))
-    hit = (logits.argmax(-1) == targets).float()
-    return torch.stack([true - logz, hit, mean_logit - logz, var.clamp_min(0).sqrt(), topk_logp], dim=1)
+    # The maxima of max(k, 1) disjoint parts of each row: their largest is the row's maximum, their least a
+    # lower bound on its k-th largest logit. A true logit under that bound is neither a greedy nor a top-k hit.
+    parts = max(k, 1)
+    width = vocab // parts
+    part_max = logits[:, : parts * width].view(n, parts, width).amax(-1)
+    top, bound = part_max.amax(-1), part_max.amin(-1)
+    if parts * width < vocab:
+        top = torch.maximum(top, logits[:, parts * width :].amax(-1))
+    out[:, 1] = 0.0  # hit
+    out[:, 4] = -torch.inf  # topk_logp
+    rows = (true >= bound).nonzero().squeeze(1)
+    if len(rows):
+        cand, tgt = logits.index_select(0, rows), targets[rows]
+        vals, idx = cand.topk(max(k, 1), dim=-1)  # as on all rows: the same ties, broken the same way
+        hit = idx[:, 0] == tgt
+        tie = vals[:, 0] == vals[:, 1] if k > 1 else torch.ones_like(hit)
+        if tie.any():  # a tied maximum: argmax takes the first, as greedy decoding does
+            hit[tie] = cand[tie].argmax(-1) == tgt[tie]
+        out[rows, 1] = hit.float()
+        if k >= 1:
+            in_top = (idx == tgt[:, None]).any(-1)
+            lse_top = torch.logsumexp(vals, -1)
+            out[rows, 4] = torch.where(in_top, true[rows] - lse_top, torch.full_like(lse_top, -torch.inf))
+    # Moments of the log-probs from one softmax, with the logits shifted by their maximum (y = x - max):
+    # the largest probability is exactly 1 / sum(exp(y)), so log Z = max + log sum(exp(y)).
+    shifted = logits.sub_(top[:, None])
+    probs = torch.softmax(shifted, dim=-1)
+    log_sum = probs.amax(-1).log_().neg_()
+    weighted = probs.mul_(shifted)
+    mean_shift = weighted.sum(-1)  # E[y]
+    second = weighted.mul_(shifted).sum(-1)  # E[y^2]
+    out[:, 0] = true - top - log_sum
+    out[:, 2] = mean_shift - log_sum
+    out[:, 3] = (second - mean_shift.square()).clamp_min(0).sqrt()
+    return out
 
 
 def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
@@ -80,29 +120,31 @@ def score_sequences(
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    chunk_rows = max(1, LOGIT_BYTES_PER_CHUNK // (4 * head.weight.shape[0] * 4))
+    chunk_rows = max(1, LOGIT_BYTES_PER_CHUNK // (4 * head.weight.shape[0]))
     out: list[ScoredSequence | None] = [None] * len(sequences)
     for batch in _batches([len(s) for s in sequences], max_batch_tokens):
-        width = len(sequences[batch[0]])
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        # The last position predicts no token: the body runs on width - 1 positions.
+        width = len(sequences[batch[0]]) - 1
+        ids = torch.full((len(batch), width + 1), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
         for row, i in enumerate(batch):
             ids[row, : len(sequences[i])] = torch.as_tensor(sequences[i])
             mask[row, : len(sequences[i])] = 1
         ids, mask = ids.to(device), mask.to(device)
-        if sinks is not None and sinks.mode == "own":
-            sinks.set_doc_ids(torch.tensor([doc_ids[i] for i in batch], device=device)[:, None].expand(-1, width))
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        # Position t predicts token t+1; keep only positions whose next token is real text.
-        valid = mask[:, 1:].bool()
-        rows, targets = hidden[:, :-1][valid], ids[:, 1:][valid]
-        stats = []
-        for start in range(0, len(rows), chunk_rows):
-            logits = head(rows[start : start + chunk_rows])
-            if softcap:
-                logits = torch.tanh(logits / softcap) * softcap
-            stats.append(_token_stats(logits, targets[start : start + chunk_rows], topk))
-        flat = torch.cat(stats).cpu().numpy() if stats else np.zeros((0, 5), np.float32)
+        flat = torch.empty(int(mask[:, 1:].sum()), 5, device=device)
+        if width > 0:
+            if sinks is not None and sinks.mode == "own":
+                sinks.set_doc_ids(torch.tensor([doc_ids[i] for i in batch], device=device)[:, None].expand(-1, width))
+            hidden = model.base_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).last_hidden_state
+            # Position t predicts token t+1; keep only positions whose next token is real text.
+            valid = mask[:, 1:].bool()
+            rows, targets = hidden[valid], ids[:, 1:][valid]
+            for start in range(0, len(rows), chunk_rows):
+                logits = head(rows[start : start + chunk_rows])
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+                _token_stats(logits, targets[start : start + chunk_rows], topk, out=flat[start : start + chunk_rows])
+        flat = flat.cpu().numpy()
         offset = 0
         for i in batch:
             n = len(sequences[i]) - 1

@@ -30,7 +30,7 @@ COMPARABILITY = (
         ("extraction", "privacy"),
     ),
 )
-_NOT_TEXT = {"kind"}  # string fields of a sequence row that are labels, not audit text
+_NOT_TEXT = {"kind", "source_file"}  # string fields of a sequence row that are labels or paths, not audit text
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -123,10 +123,11 @@ def _short_hash(text: str, key: bytes) -> str:
 
 
 def redact_texts(doc: dict, key: bytes | None = None) -> dict:
-    """Every text of every sequence row (prefix, suffix, emitted, secrets, any string but `kind`)
-    and its doc_id (a content hash of the text) become a short keyed hash, in place. The key is
-    random per report and never written: an unkeyed hash of a 9-digit canary is brute-forced in
-    minutes. Equal texts within one report still share a hash (emitted == suffix stays visible)."""
+    """Every text of every sequence row (prefix, suffix, emitted, secrets, any string but `kind`
+    and the path `source_file`) and its doc_id (a content hash of the text) become a short keyed
+    hash, in place. The key is random per report and never written: an unkeyed hash of a 9-digit
+    canary is brute-forced in minutes. Equal texts within one report still share a hash (emitted
+    == suffix stays visible)."""
     key = key or secrets.token_bytes(32)
     for run in runs(doc):
         for row in run.get("sequences", []):

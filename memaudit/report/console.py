@@ -12,7 +12,7 @@ from memaudit.report.document import default_label, levels, metric_names, runs, 
 from memaudit.report.gate import GateResult
 from memaudit.report.render import arrow, fmt, fmt_entry
 from memaudit.report.robustness import robustness_rows
-from memaudit.report.verdict import headline_columns, headline_entry, shift_warnings, verdicts
+from memaudit.report.verdict import headline_columns, headline_entry, note_warnings, shift_warnings, verdicts
 
 
 def print_summary(results: dict, console: Console | None = None) -> None:
@@ -39,7 +39,7 @@ def print_summary(results: dict, console: Console | None = None) -> None:
         console.print("[bold green]no leak found[/] by the headline leak rules (`memaudit metrics`)")
     if verdict.note:
         console.print(f"note: {escape(verdict.note)}", highlight=False)
-    for w in shift_warnings(results):
+    for w in [*shift_warnings(results), *note_warnings(results)]:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 
 
@@ -110,7 +110,7 @@ def print_robustness(doc: dict, console: Console | None = None) -> None:
 
 def print_warnings(doc: dict) -> None:
     err = Console(stderr=True)
-    for w in [*doc.get("warnings", []), *shift_warnings(doc)]:
+    for w in [*doc.get("warnings", []), *shift_warnings(doc), *note_warnings(doc)]:
         err.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 
 

@@ -27,11 +27,13 @@ from memaudit.report.document import (
 )
 from memaudit.report.gate import GateResult, gate_markdown
 from memaudit.report.robustness import robustness_rows
+from memaudit.report.triage import FAMILIES, FAMILY_NAMES, MEMBERSHIP_FPR, RISKIEST, Triage, triage
 from memaudit.report.verdict import (
     front_sentences,
     headline_columns,
     headline_entry,
     leak_rules,
+    note_warnings,
     shift_warnings,
     verdicts,
 )
@@ -39,6 +41,8 @@ from memaudit.report.verdict import (
 SEQUENCE_COLUMNS = [
     "model",
     "doc_id",
+    "source_file",  # the audit file and the record's line in it (its row number in Parquet or a JSON array)
+    "source_line",
     "kind",
     "repeats",
     "member",
@@ -113,6 +117,7 @@ def summary_frame(doc: dict) -> pd.DataFrame:
                         "kind": run["model"].get("kind"),
                         "sink_mode": run["model"].get("sink_mode"),
                         "model_path": run["model"]["path"],
+                        "note": m.get("note"),  # e.g. a TPR at a low FPR on too few non-members (registry)
                     }
                 )
     return pd.DataFrame(rows)
@@ -207,13 +212,30 @@ def _provenance_markdown(doc: dict) -> list[str]:
     return ["Models:", _md_table(["model", "kind", "path", "sinks", "audit set"], rows), reference]
 
 
+def _leaks_markdown(found: Triage) -> list[str]:
+    """How many member records leak, by model and family (each a result of `--sarif`); nothing
+    for a document without per-sequence rows."""
+    if not any(rt.records for rt in found.runs):
+        return []
+    head = ["model", "leaking records", *(FAMILY_NAMES[f] for f in FAMILIES)]
+    rows = [[_md(rt.label), *(str(rt.counts()[k]) for k in ("records", *FAMILIES))] for rt in found.runs]
+    rule = (
+        f"A member record leaks when it is extracted verbatim, when it is a canary exposed by more than "
+        f"{found.exposure_bits:.2f} bits ({_md(found.exposure_source)}), or when a membership attack scores it "
+        f"above its threshold at {MEMBERSHIP_FPR:.0%} false positives (at most {MEMBERSHIP_FPR:.0%} of the held-out "
+        "texts score higher). `--sarif` writes one result per leaking record; `sequences.csv` has every record "
+        "with its file and line."
+    )
+    return ["Leaking records:", _md_table(head, rows), rule]
+
+
 def markdown(doc: dict) -> str:
     """The summary for a CI job or a pull request, leading with the answer: which models leak and
     which are on a Pareto front, the gates, the headline numbers; then every metric, repeat
     levels and, for a comparison, the models. Sequence texts are never in it."""
     all_runs = runs(doc)
     blocks = [f"## {_title(doc)}"]
-    notes = [f"> ⚠ {_md(w)}" for w in [*doc.get("warnings", []), *shift_warnings(doc)]]
+    notes = [f"> ⚠ {_md(w)}" for w in [*doc.get("warnings", []), *shift_warnings(doc), *note_warnings(doc)]]
     if doc.get("redacted"):
         notes.append("Audit texts are redacted (shown as keyed hashes).")
     blocks += ["\n".join(notes)] if notes else []
@@ -221,6 +243,7 @@ def markdown(doc: dict) -> str:
     if doc.get("gates"):
         blocks.append(gate_markdown([GateResult(**g) for g in doc["gates"]]).strip())
     blocks.append(_headline_markdown(doc))
+    blocks += _leaks_markdown(triage(doc))
     blocks += _robustness_markdown(doc)
     rows = []
     for name in _detail_names(metric_names(doc)):
@@ -344,11 +367,22 @@ def _sequence_rows(doc: dict) -> list[dict]:
     return list(table.values())
 
 
+def _riskiest_rows(found: Triage) -> list[dict]:
+    """The riskiest member records (triage.py), as the report's triage table shows them."""
+    rows = []
+    for record in found.riskiest(RISKIEST):
+        row = record.row
+        source = f"{row['source_file']}:{row.get('source_line', '?')}" if row.get("source_file") else "–"
+        rows.append({"row": row, "source": source, "text": row.get("prefix") or row["doc_id"], "by": record.by})
+    return rows
+
+
 def html(doc: dict) -> str:
     """One self-contained page (inline CSS, SVG and script; no external assets, no fetches) that
     leads with the answer: the verdict and the memorization-vs-capability charts, the headline
     table; then the details: every metric, repeat levels, ROC, sweep, sequences, provenance."""
     names = metric_names(doc)
+    found = triage(doc)
     charts = {
         "tradeoff": plots.tradeoff_svg(doc) if len(runs(doc)) > 1 else None,
         "by_repeats": plots.by_repeats_svg(doc),
@@ -363,6 +397,7 @@ def html(doc: dict) -> str:
         verdicts=verdicts(doc),
         fronts=front_sentences(doc),
         shift_warnings=shift_warnings(doc),
+        note_warnings=note_warnings(doc),
         robustness=robustness_rows(doc),
         leak_rules=leak_rules(),
         headline=_headline_table(doc),
@@ -377,6 +412,9 @@ def html(doc: dict) -> str:
             if run["metrics"].get(name, {}).get("by_repeats")
         ],
         sequences=_sequence_rows(doc),
+        triage=found,
+        riskiest=_riskiest_rows(found),
+        membership_fpr=MEMBERSHIP_FPR,
         colours=plots.colours(doc),
         charts={k: Markup(v) for k, v in charts.items() if v},  # matplotlib's SVG: markup it escaped itself
     )

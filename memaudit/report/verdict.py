@@ -137,3 +137,30 @@ def shift_warnings(doc: dict) -> list[str]:
         "reflect a distribution shift between the two sets, not memorization (Das et al. 2024)"
         for labels, entry in flagged.values()
     ]
+
+
+def _pattern(names: list[str]) -> str:
+    """Dotted names that differ in one part only, as one pattern: `privacy.mia.*.tpr@1%fpr`."""
+    parts = [n.split(".") for n in names]
+    if len(names) > 1 and len({len(p) for p in parts}) == 1:
+        differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+        if len(differ) == 1:
+            return ".".join("*" if i == differ[0] else part for i, part in enumerate(parts[0]))
+    return ", ".join(names)
+
+
+def note_warnings(doc: dict) -> list[str]:
+    """One line per note that metric entries carry (registry: a TPR at a low FPR measured on too
+    few non-members), with the models and the metrics it holds for, e.g. `standard, oracle:
+    privacy.mia.*.tpr@0.1%fpr: 12 non-members are too few for ...`."""
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    for run in runs(doc):
+        for name, entry in run["metrics"].items():
+            note = entry.get("note") if isinstance(entry, dict) else None
+            if isinstance(note, str) and note:
+                labels, names = found.setdefault(note, ([], []))
+                if run["label"] not in labels:
+                    labels.append(run["label"])
+                if name not in names:
+                    names.append(name)
+    return [f"{', '.join(labels)}: {_pattern(names)}: {note}" for note, (labels, names) in found.items()]
