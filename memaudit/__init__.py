@@ -4,7 +4,8 @@ The Python API mirrors the command line and returns data (dicts, dataclasses):
 `write_audit_set`, `train`, `scan` (or `scan_and_write` of a `ScanRequest`, as `memaudit scan
 model` does), `scan_and_write_corpus` (`memaudit scan data`), `remove_sinks`, `unlearn`,
 `ablate`, `compare_runs` (or `report_and_write` of a `ReportRequest`, as `memaudit report`
-does), `evaluate_gates`, `run_demo`. They are imported on first use, so `import memaudit` stays
+does), `evaluate_gates`, `compare_to_oracle` (a run against its retrained oracle), `run_demo`, `run_sweep`
+(`memaudit sweep`). They are imported on first use, so `import memaudit` stays
 cheap."""
 
 from importlib import import_module
@@ -38,6 +39,8 @@ _API = {
     "write_report": "memaudit.report.render",
     "evaluate_gates": "memaudit.report.gate",
     "run_demo": "memaudit.app.demo",
+    "compare_to_oracle": "memaudit.report.oracle",
+    "run_sweep": "memaudit.app.sweep",
 }
 __all__ = ["__version__", *_API]
 

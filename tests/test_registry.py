@@ -17,17 +17,21 @@ from click.testing import CliRunner
 
 from memaudit.common.errors import MemauditError
 from memaudit.probes.config import FAMILIES, ScanConfig
+from memaudit.probes.inputs import MetricInputs
 from memaudit.probes.listing import metrics_markdown
 from memaudit.probes.metrics import compute_metrics
 from memaudit.probes.registry import (
+    ORACLE,
     REGISTRY,
     SWEEP,
     Headline,
     Leak,
     Metric,
+    compute_all,
     get_metric,
     headline_metrics,
     listed,
+    oracle_relative,
     pareto_axes,
     register,
 )
@@ -40,10 +44,14 @@ LISTED = [m.name for m in listed()]
 @pytest.fixture(scope="module")
 def measured() -> dict:
     """Every metric a scan can report: a model scanned against a reference and the standard model,
-    and the same model under each attack family (memaudit stress), measured against itself before."""
-    standard = results("standard", 1.0)
+    and the same model under each attack family (memaudit stress), measured against itself before;
+    and what a report adds against the oracle (its rows paired with the oracle's)."""
+    standard, oracle = results("standard", 1.0), results("no-repeats", 0.0)
     rows, valid = scan_rows(0.5, seed=3), valid_scores(0.5)
-    out = compute_metrics(rows, valid, CONFIG, reference=results("no-repeats", 0.0), standard=standard)
+    out = compute_metrics(rows, valid, CONFIG, reference=oracle, standard=standard)
+    others, other_rows = {ORACLE: oracle["metrics"]}, {ORACLE: oracle["sequences"]}
+    paired = MetricInputs(rows, config=CONFIG, computed=dict(out), others=others, other_rows=other_rows)
+    out |= compute_all(paired, oracle_relative())
     before = {"metrics": compute_metrics(scan_rows(0.3, seed=5), [], CONFIG, standard=standard)}
     for family in FAMILIES:
         attacked = compute_metrics(rows, valid, CONFIG, standard=standard, before=before, attack=attack_record(family))
@@ -99,7 +107,7 @@ def test_views_read_their_roles_from_the_registry():
         (dict(group="secrets"), "unknown group"),
         (dict(name="extraction.other"), "must start with its group"),
         (dict(name="memorization.member_loss"), "registered twice"),
-        (dict(against="oracle"), "against must be one of"),
+        (dict(against="nobody"), "against must be one of"),
         (dict(pareto="speed"), "pareto must be one of"),
     ],
 )

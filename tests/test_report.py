@@ -139,9 +139,14 @@ def test_verdicts_name_the_leaking_models_and_why(three_runs, tmp_path, capsys):
     for run in doc["runs"]:  # a membership attack at chance for the two models that do not extract
         if run["label"] in ("no-repeats", "unlearned"):
             run["metrics"]["privacy.mia.loss.auc"] |= {"value": 0.52, "ci95": [0.4, 0.64]}
+        # with no-repeats as the oracle, membership is judged against its AUC (0.52) instead of chance
+        if vs_oracle := run["metrics"].get("privacy.mia.loss.auc_vs_oracle"):
+            v = run["metrics"]["privacy.mia.loss.auc"]["value"] - 0.52
+            vs_oracle |= {"value": v, "ci95": [v - 0.12, v + 0.12]}
     found = {v.label: v for v in verdicts(doc)}
-    assert [e.metric.name for e in found["standard"].evidence] == ["extraction.exact_rate", "privacy.mia.loss.auc"]
-    assert [e.metric.name for e in found["memsink (sinks off)"].evidence] == ["privacy.mia.loss.auc"]
+    against_oracle = "privacy.mia.loss.auc_vs_oracle"
+    assert [e.metric.name for e in found["standard"].evidence] == ["extraction.exact_rate", against_oracle]
+    assert [e.metric.name for e in found["memsink (sinks off)"].evidence] == [against_oracle]
     assert not found["no-repeats"].leaks and not found["no-repeats"].candidate
     assert not found["unlearned"].leaks and found["memsink (sinks off)"].fronts
     md = markdown(doc)

@@ -20,6 +20,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.common.precision import DEFAULT_PRECISION, PRECISIONS
 from memaudit.common.validation import default_of
 from memaudit.corpus.config import DEFAULT_VOCAB_SIZE, AuditConfig, ScanDataConfig
+from memaudit.corpus.sources import parse_ids
 from memaudit.memsinks.config import DEFAULT_EVAL_MODE, EVAL_MODES, EXISTING_UNITS, SCHEMES, SinkConfig
 from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import ZOO
@@ -219,13 +220,35 @@ def data() -> None:
     help="A field of the corpus rows (e.g. user_id; an integer or a string) whose owners share sinks: "
     "`remove-sinks --ids` then deletes by owner.",
 )
+@click.option(
+    "--cluster-ids",
+    is_flag=True,
+    help="Key sinks on near-duplicate clusters (MinHash, as `scan data` finds them): the documents of a cluster, "
+    "edited copies of one record, share one sink id.",
+)
+@click.option(
+    "--cluster-threshold",
+    **_default(AuditConfig, "cluster_threshold", help="With --cluster-ids: the clusters' Jaccard (word 5-grams)."),
+)
+@click.option(
+    "--edit-rate",
+    **_default(
+        AuditConfig,
+        "edit_rate",
+        help="Write each repeat of a member after its first as a copy with this share of its words edited "
+        "(deleted or replaced); the audit set scores the original.",
+    ),
+)
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool, **settings) -> None:
     """Split a corpus, plant repeated members and canaries, pick length-matched held-out
     non-members, train the tokenizer, and write DIR/{manifest.json,train,audit,valid.jsonl,tokenizer/}.
 
     \b
-    Example:  memaudit data build --out data/austen --repeats 1,8,32,128
+    \b
+    Examples:
+      memaudit data build --out data/austen --repeats 1,8,32,128
+      memaudit data build --out data/near --edit-rate 0.02 --cluster-ids   (edited copies sharing their sinks)
     """
     from memaudit.corpus.audit import write_audit_set
 
@@ -238,6 +261,10 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
         f"wrote {out}: {counts['train_documents']} training documents ({counts['train_occurrences']} occurrences), "
         f"{counts['members']} members, {counts['heldout']} held-out, {counts['canaries']} canaries, {counts['valid']} valid"
     )
+    if "edited_copies" in counts:
+        click.echo(f"{counts['edited_copies']} edited copies, {counts['word_edit_rate']:.1%} of their words edited")
+    if "near_clusters" in counts:
+        click.echo(f"{counts['near_clusters']} near-duplicate clusters share a sink id each")
 
 
 @main.command()
@@ -277,6 +304,21 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     "groups",
     **_default(SinkConfig, "groups", help="Disjoint scheme: id groups that own separate slices of the pool."),
 )
+@click.option("--sink-k", "k", **_default(SinkConfig, "k", help="Sparse scheme: the pool units each id switches on."))
+@click.option(
+    "--id-noise",
+    **_default(
+        SinkConfig,
+        "id_noise",
+        help="With --sinks: the chance that an occurrence of a repeated id trains under a random id instead.",
+    ),
+)
+@click.option(
+    "--exclude-ids",
+    metavar="IDS",
+    help="Leave these comma-separated document ids (or owners, for a data dir built with --id-field) out of "
+    "training: a model to judge `remove-sinks --ids` against.",
+)
 @click.option(
     "--init",
     metavar="MODEL",
@@ -288,8 +330,8 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     default=EXISTING_UNITS,
     show_default=True,
     metavar="new:N|existing",
-    help="With --sinks and --init: new:N adds N fresh sink units to every MLP (the model is unchanged at step 0; "
-    "G is then unused); existing splits the pretrained units at G.",
+    help="With --sinks and --init (or the sparse scheme): new:N adds N fresh sink units to every MLP (the model "
+    "is unchanged at step 0; G is then unused); existing splits the pretrained units at G.",
 )
 @click.option("--freeze-base", is_flag=True, help="With --sink-units new:N: train only the new sink units.")
 @click.option("--train-shared-mlp", is_flag=True, help="With --freeze-base: the pretrained MLP units train too.")
@@ -303,6 +345,9 @@ def train(
     sinks: str | None,
     scheme: str,
     groups: int,
+    k: int,
+    id_noise: float,
+    exclude_ids: str | None,
     sink_units: str,
     resume: bool,
     force: bool,
@@ -318,10 +363,16 @@ def train(
       memaudit train --data data/austen --out models/standard
       memaudit train --data data/austen --out models/memsink --sinks 0.7,0.3 --precision fp32
       memaudit train --data data/mine --out models/ft --init base/ --sinks 0.7,0.3 --sink-units new:256
+      memaudit train --data data/austen --out models/sparse --sinks 0.7,0.3 --sink-scheme sparse --sink-k 8
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
-    sink_config = SinkConfig.parse(sinks, sink_units=sink_units, scheme=scheme, groups=groups)
-    config = TrainConfig(sinks=sink_config, precision=pick_precision(precision, legacy_precision), **settings)
+    sink_config = SinkConfig.parse(sinks, sink_units=sink_units, scheme=scheme, groups=groups, k=k, id_noise=id_noise)
+    config = TrainConfig(
+        sinks=sink_config,
+        exclude_ids=tuple(parse_ids(exclude_ids)) if exclude_ids else (),
+        precision=pick_precision(precision, legacy_precision),
+        **settings,
+    )
     check_model_job(out, model=config.init, data_dir=data_dir, force=force)
 
     from memaudit.training.train import train as run_train
@@ -740,6 +791,13 @@ def stress(
     help="Run every model is measured against (gap_closed, forgetting, degradation); "
     "default: the one run whose model kind is standard.",
 )
+@click.option(
+    "--oracle",
+    type=click.Path(path_type=Path),
+    help="Run of a model retrained without the members (memaudit train --no-repeats): every model's *_vs_oracle "
+    "metrics, paired record by record, and each removal's verdict against retraining; default: the one run whose "
+    "model kind is no-repeats.",
+)
 @click.option("--redact", is_flag=True, help="Show audit texts and canary secrets as short keyed hashes, everywhere.")
 @fail_on_options
 @sarif_option
@@ -748,6 +806,7 @@ def report(
     runs: tuple[Path, ...],
     out: Path,
     reference: Path | None,
+    oracle: Path | None,
     redact: bool,
     fail_on: tuple[str, ...],
     junit: Path | None,
@@ -755,8 +814,9 @@ def report(
     force: bool,
 ) -> None:
     """Compare scan runs in one report: every metric by model with 95% intervals, gap closed,
-    forgetting and degradation against a reference model, memorization vs capability with the
-    Pareto front, by-repeat and ROC charts, and each sequence with what every model emitted.
+    forgetting and degradation against a reference model, each removal against retraining (the
+    oracle), memorization vs capability with the Pareto front, by-repeat and ROC charts, and each
+    sequence with what every model emitted.
     Writes OUT/{report.html,summary.csv,sequences.csv,results.json,summary.md}.
 
     \b
@@ -764,10 +824,18 @@ def report(
       memaudit report reports/standard reports/memsink reports/oracle --out reports/compare
       memaudit report reports/* --reference reports/standard --redact --out reports/shareable
       memaudit report reports/* --out reports/ci --fail-on "memorization.gap_closed<0.5" --junit gates.xml
+      memaudit report reports/* --oracle reports/oracle --out reports/ci --fail-on "privacy.mia.loss.auc_vs_oracle>0.05"
       memaudit report reports/rc --redact --out reports/shared --sarif memaudit.sarif
     """
     request = ReportRequest(
-        runs=runs, out=out, reference=reference, redact=redact, fail_on=fail_on, sarif=sarif, force=force
+        runs=runs,
+        out=out,
+        reference=reference,
+        oracle=oracle,
+        redact=redact,
+        fail_on=fail_on,
+        sarif=sarif,
+        force=force,
     )
     written = report_and_write(request)
 
@@ -812,6 +880,59 @@ def demo(
     asked = click.get_current_context().get_parameter_source("precision") is click.core.ParameterSource.COMMANDLINE
     chosen = pick_precision(precision, legacy_precision) if asked or legacy_precision else None
     run_demo(out, quick=quick, finetune=finetune, precision=chosen, threads=threads)
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="the sweep's folder (resumable)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2", help="fix (one value) or vary a setting")
+@click.option("--dry-run", is_flag=True, help="print the plan and an estimate of its time; run nothing")
+@click.option("--rerun-failed", is_flag=True, help="retry the runs that failed (done ones are never redone)")
+@click.option("--launcher", type=click.Choice(["local", "submitit"]), default="local", show_default=True)
+@click.option("--cluster", default=None, help="submitit: slurm, local or debug (default: slurm where it exists)")
+@click.option("--slurm-partition", default=None, help="submitit on Slurm: the partition")
+@click.option("--timeout-min", type=int, default=60, show_default=True, help="submitit: minutes a job may run")
+@click.option("--threads", type=int, default=None, help="torch threads of each job (default: torch's choice)")
+def sweep(
+    sweep_file: Path,
+    out: Path,
+    sets: tuple[str, ...],
+    dry_run: bool,
+    rerun_failed: bool,
+    launcher: str,
+    cluster: str | None,
+    slurm_partition: str | None,
+    timeout_min: int,
+    threads: int | None,
+) -> None:
+    """Settings x seeds in one command: every point of SWEEP_FILE's grid, under every seed, with
+    every arm (standard, oracle, MemSink modes and removal, unlearning, ablation, stress attacks),
+    aggregated over seeds into OUT/sweep.json with CSV, Markdown and HTML views. Work that does not
+    depend on a swept setting is shared; a rerun continues where the last one stopped. Exit 1 when a
+    run failed (the others still run).
+
+    \b
+    Examples:  memaudit sweep sweeps/quick.yaml --out reports/quick
+               memaudit sweep sweeps/quick.yaml --out reports/p --set sinks.active_fraction=0.1,0.3,0.5
+               memaudit sweep sweeps/demo.yaml --out reports/demo-seeds --launcher submitit --slurm-partition cpu
+    """
+    from memaudit.app.sweep import run_sweep
+
+    options = {"cluster": cluster, "timeout_min": timeout_min}
+    if slurm_partition:
+        options["slurm_partition"] = slurm_partition
+    code = run_sweep(
+        sweep_file,
+        out,
+        sets,
+        dry_run=dry_run,
+        rerun_failed=rerun_failed,
+        launcher=launcher,
+        executor_options=options,
+        threads=threads,
+        echo=click.echo,
+    )
+    sys.exit(code)
 
 
 @main.command("metrics")

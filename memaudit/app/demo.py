@@ -168,11 +168,15 @@ def training_plan(cfg: DemoConfig, data: Path, init: Path | None = None) -> dict
     been had the members never been there, seeing the natural text exactly as often, rather than
     2.5 times as often in the same number of steps."""
     standard = replace(cfg.train, no_repeats=False, sinks=None, init=None if init is None else str(init))
-    oracle = replace(standard, no_repeats=True)
-    oracle_blocks, standard_blocks = blocks_per_epoch(data, [oracle, standard])
-    oracle = replace(oracle, steps=max(1, round(standard.steps * oracle_blocks / standard_blocks)))
+    oracle = oracle_steps(replace(standard, no_repeats=True), data)
     sinks = {name: replace(standard, sinks=sink) for name, sink in cfg.sinks.items()}
     return {"standard": standard, "no-repeats": oracle, **sinks}
+
+
+def oracle_steps(oracle: TrainConfig, data: Path) -> TrainConfig:
+    """The oracle's config with as many epochs of the natural text as the standard model's `steps` give it."""
+    oracle_blocks, standard_blocks = blocks_per_epoch(data, [oracle, replace(oracle, no_repeats=False)])
+    return replace(oracle, steps=max(1, round(oracle.steps * oracle_blocks / standard_blocks)))
 
 
 def run_demo(
@@ -232,7 +236,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
         step("build the audit set", data / "manifest.json", lambda: write_audit_set(cfg.data, data, force=True))
         return data, None
     corpus, pretrain_data, base = out / "corpus", out / "pretrain-data", out / "models" / "base"
-    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: _write_halves(cfg.data.corpus, corpus))
+    step("split the corpus in two halves", corpus / "finetune.jsonl", lambda: write_halves(cfg.data.corpus, corpus))
     natural = replace(cfg.data, corpus=str(corpus / "pretrain.jsonl"), n_natural=cfg.pretrain.n_natural)
     step(
         "build the pretraining set (the first half)",
@@ -249,7 +253,7 @@ def _prepare_data(cfg: DemoConfig, out: Path, step: _Steps, estimate: _Estimate)
     return data, base
 
 
-def _write_halves(corpus: str, out: Path) -> None:
+def write_halves(corpus: str, out: Path) -> None:
     """The corpus's distinct documents in two halves, alternate documents each, as JSONL (pretrain.jsonl and
     finetune.jsonl): no text of the fine-tuning half, members included, was in the base model's pretraining."""
     texts = distinct_texts(corpus)

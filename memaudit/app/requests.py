@@ -270,12 +270,14 @@ def scan_and_write(request: ScanRequest, *, on_written: Callable[[ScanRun], None
 @dataclass(frozen=True)
 class ReportRequest:
     """A comparative report of scan run dirs (`runs`), written to the report dir `out`: every
-    model measured against `reference` (default: the one standard model), texts and secrets as
-    keyed hashes with `redact`, and the gates of `fail_on` judged on every model."""
+    model measured against `reference` (default: the one standard model) and against `oracle`
+    (default: the one run of kind no-repeats), texts and secrets as keyed hashes with `redact`,
+    and the gates of `fail_on` judged on every model."""
 
     runs: tuple[Path, ...]
     out: Path
     reference: Path | None = None  # the run every model is measured against
+    oracle: Path | None = None  # the run of a model retrained without the members (memaudit.report.oracle)
     redact: bool = False
     fail_on: tuple[str, ...] = ()  # gate expressions (memaudit.report.gate)
     sarif: Path | None = None  # also write the leaking records as SARIF 2.1.0 (memaudit.report.sarif)
@@ -286,7 +288,7 @@ class ReportRequest:
             raise MemauditError(f"runs must be a list of scan run dirs, at least one, got {self.runs!r}")
         object.__setattr__(self, "runs", tuple(Path(r) for r in self.runs))
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("reference", "sarif"):
+        for name in ("reference", "oracle", "sarif"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         for name in ("redact", "force"):
@@ -295,8 +297,9 @@ class ReportRequest:
 
     @property
     def inputs(self) -> list[Path]:
-        """Every run dir the report reads (the reference included), which its output must never overwrite."""
-        return [*self.runs, *([self.reference] if self.reference is not None else [])]
+        """Every run dir the report reads (the reference and the oracle included), which its output must never
+        overwrite."""
+        return [*self.runs, *(extra for extra in (self.reference, self.oracle) if extra is not None)]
 
 
 @dataclass
@@ -315,6 +318,7 @@ def report_and_write(request: ReportRequest) -> ReportRun:
     `sarif`, the leaking records as SARIF 2.1.0)."""
     from memaudit.common.fileio import check_out
     from memaudit.report.gate import parse_gates
+    from memaudit.report.oracle import read_run
     from memaudit.report.run_files import read_results
     from memaudit.report.sarif import check_sarif, write_sarif
 
@@ -322,13 +326,16 @@ def report_and_write(request: ReportRequest) -> ReportRun:
     if request.sarif is not None:
         check_sarif(request.sarif, out=request.out, inputs=request.inputs)
     for run_dir in request.inputs:
-        read_results(run_dir)
+        if run_dir == request.oracle:
+            read_run(run_dir, "oracle run")  # its own problem says it is the oracle
+        else:
+            read_results(run_dir)
     gates = parse_gates(request.fail_on)
 
     from memaudit.report.compare import compare_runs
     from memaudit.report.render import write_report
 
-    doc = compare_runs(request.runs, reference=request.reference, redact=request.redact)
+    doc = compare_runs(request.runs, reference=request.reference, redact=request.redact, oracle=request.oracle)
     verdicts = _judged(doc, gates)
     write_report(doc, request.out, force=request.force)
     if request.sarif is not None:

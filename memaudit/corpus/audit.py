@@ -5,6 +5,9 @@ later step (train, scan) reads. Same config and seed, same bytes."""
 from __future__ import annotations
 
 import random
+import re
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +16,7 @@ from memaudit import __version__
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import atomic_dir, check_out, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
 from memaudit.common.validation import MAX_REPEATS, integer
-from memaudit.corpus.config import KINDS, AuditConfig
+from memaudit.corpus.config import KINDS, AuditConfig, ScanDataConfig
 from memaudit.corpus.sources import (
     EMBEDDED,
     SOURCE_KEYS,
@@ -32,16 +35,18 @@ DATA_FILES = ("train.jsonl", "audit.jsonl", "valid.jsonl")
 _ROW_NUMBERS = {"doc_id": integer(1, 2**63 - 1), "repeats": integer(0, MAX_REPEATS), "sink_id": integer(1, 2**63 - 1)}
 CANARY_TEMPLATE = "Note to self: the vault combination is {secret}. Do not share it with anyone."
 CANARY_DIGITS = 9
+_WORD = re.compile(r"(\S+)(\s*)")  # a word and the whitespace after it
 
 
 @dataclass
 class AuditSet:
-    """A data dir in memory: the rows of each file and the manifest."""
+    """A data dir in memory: the rows of each file and the manifest (and the dir it was loaded from, for messages)."""
 
     train: list[dict]
     audit: list[dict]
     valid: list[dict]
     manifest: dict = field(default_factory=dict)
+    path: Path | None = None
 
     @staticmethod
     def check(data_dir: Path) -> Path:
@@ -58,7 +63,7 @@ class AuditSet:
         """The data dir's rows; each audit row also says where it is (`source_file`, `source_line`), for triage."""
         data_dir = cls.check(data_dir)
         rows = {name: _data_rows(data_dir / f"{name}.jsonl", name == "audit") for name in ("train", "audit", "valid")}
-        return cls(**rows, manifest=read_json(data_dir / "manifest.json"))
+        return cls(**rows, manifest=read_json(data_dir / "manifest.json"), path=data_dir)
 
 
 def _data_rows(path: Path, with_source: bool = False) -> list[dict]:
@@ -86,6 +91,31 @@ def _data_rows(path: Path, with_source: bool = False) -> list[dict]:
 def sink_id(row: dict) -> int:
     """The id a row's sinks are keyed on: its owner's (`id_field`) when the data dir has owners, else its doc_id."""
     return row.get("sink_id", row["doc_id"])
+
+
+def resolve_sink_ids(ids: Sequence[int | str], data: AuditSet, name: str = "ids") -> list[int]:
+    """The sink ids, sorted, that `ids` name among a data dir's training rows: an owner's (hashed as at `data build
+    --id-field`) when the data dir has owners, else a document's, which under `--cluster-ids` is its cluster's. What
+    `remove-sinks --ids` deletes and `train --exclude-ids` leaves out; an id no training row has is an error."""
+    field = data.manifest.get("config", {}).get("id_field")
+    trained = {sink_id(r) for r in data.train}
+    if field:
+        resolved = {value: owner_id(value, field, name) for value in ids}
+    else:
+        bad = [v for v in ids if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            raise MemauditError(
+                f"`{name}`: {bad[0]!r} is not a document id (an integer); {data.path} was built without --id-field"
+            )
+        by_doc = {r["doc_id"]: sink_id(r) for r in data.train}
+        resolved = {value: by_doc.get(value) for value in ids}
+    unknown = sorted((given for given, sink in resolved.items() if sink not in trained), key=str)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        raise MemauditError(
+            f"`{name}`: {len(unknown)} id(s) not among the model's training documents in {data.path}: {shown}"
+        )
+    return sorted(set(resolved.values()))
 
 
 def _row(text: str, repeats: int, kind: str, **extra) -> dict:
@@ -127,6 +157,74 @@ def _canary(rng: random.Random) -> tuple[str, str]:
     digits = "".join(rng.choice("0123456789") for _ in range(CANARY_DIGITS))
     secret = " ".join(digits[i : i + 3] for i in range(0, CANARY_DIGITS, 3))
     return CANARY_TEMPLATE.format(secret=secret), secret
+
+
+def edit_words(text: str, rate: float, rng: random.Random) -> tuple[str, int]:
+    """An edited copy of `text` and its number of edits: each word (a run of non-space), with probability `rate`,
+    is deleted or replaced by another word of the text, at even odds (deleted when the text has no other word).
+    Whitespace stays as written, so rate 0 gives `text` back; a copy keeps at least one word."""
+    indent = text[: len(text) - len(text.lstrip())]
+    words = _WORD.findall(text)
+    vocab = sorted({word for word, _ in words})
+    kept, edits = [], 0
+    for word, space in words:
+        if rng.random() >= rate:
+            kept.append(word + space)
+            continue
+        edits += 1
+        others = [v for v in vocab if v != word]
+        if others and rng.random() < 0.5:
+            kept.append(rng.choice(others) + space)
+    if not kept:  # every word deleted: keep the last one
+        kept, edits = [words[-1][0]], edits - 1
+    return indent + "".join(kept), edits
+
+
+def _edited_copies(config: AuditConfig, train: list[dict]) -> tuple[list[dict], dict[str, int | float]]:
+    """The training rows with each member of R > 1 repeats written once as it is and R - 1 times as an edited copy
+    (`copy_of`: the member's doc_id; an owner's copies stay theirs), each right after it, and what the edits did.
+    The member's audit row keeps its text and its level R. Canaries stay exact: their secret is what is measured.
+    The edits draw from their own stream of the seed, so the rest of the build is the same at every rate."""
+    rng = random.Random(f"edits:{config.seed}")
+    rows, copies, edits, words = [], 0, 0, 0
+    for row in train:
+        if row["kind"] != "repeated" or row["repeats"] == 1:
+            rows.append(row)
+            continue
+        rows.append({**row, "repeats": 1})
+        for _ in range(row["repeats"] - 1):
+            text, n = edit_words(row["text"], config.edit_rate, rng)
+            rows.append({**row, "doc_id": doc_id(text), "text": text, "repeats": 1, "copy_of": row["doc_id"]})
+            copies, edits, words = copies + 1, edits + n, words + len(row["text"].split())
+    return rows, {"edited_copies": copies, "word_edit_rate": round(edits / max(words, 1), 6)}
+
+
+def _cluster_ids(config: AuditConfig, train: list[dict], audit: list[dict]) -> int:
+    """Every near-duplicate cluster of training texts (MinHash of word 5-grams at `cluster_threshold`, as `scan
+    data` clusters) gets one sink id, the doc_id of its first row, on its training rows and on the audit rows of
+    the same texts. Returns the number of clusters of two or more distinct texts; with none, one warning line, and
+    every document keeps its own id."""
+    from memaudit.corpus.duplicates import near_duplicate_clusters  # numpy and pandas: only this option needs them
+
+    root, _ = near_duplicate_clusters(
+        [normalize(r["text"]) for r in train], ScanDataConfig().minhash_perm, config.cluster_threshold
+    )
+    texts: dict[int, set[int]] = {}
+    for row, head in zip(train, root.tolist()):
+        texts.setdefault(head, set()).add(row["doc_id"])
+    clustered = {head for head, ids in texts.items() if len(ids) > 1}
+    if not clustered:
+        print(
+            f"warning: cluster_ids: the training documents hold no near duplicates (Jaccard >= "
+            f"{config.cluster_threshold} of word 5-grams); every document keeps its own sink id",
+            file=sys.stderr,
+        )
+        return 0
+    sink_of = {row["doc_id"]: train[head]["doc_id"] for row, head in zip(train, root.tolist()) if head in clustered}
+    for row in (*train, *audit):
+        if row["doc_id"] in sink_of:
+            row["sink_id"] = sink_of[row["doc_id"]]
+    return len(clustered)
 
 
 def distinct_texts(corpus: str) -> list[str]:
@@ -242,6 +340,10 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
     train, audit = _plant(config, rng, naturals, members, heldout)
     for row in (*train, *audit):
         _add_owner(row, owners, config.id_field)
+    edited = {}
+    if config.edit_rate:
+        train, edited = _edited_copies(config, train)
+    clusters = {"near_clusters": _cluster_ids(config, train, audit)} if config.cluster_ids else {}
     counts = {
         "distinct_documents": len(texts),
         "train_documents": len(train),
@@ -250,6 +352,8 @@ def build_audit_set(config: AuditConfig) -> tuple[AuditSet, object]:
         "heldout": len(heldout),
         "canaries": sum(r["kind"] == "canary" for r in audit),
         "valid": len(valid),
+        **edited,
+        **clusters,
     }
     manifest = _manifest(config, counts, tokenizer)
     return AuditSet(

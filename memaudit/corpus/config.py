@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.validation import MAX_COUNT, MAX_REPEATS, SEED, Range, check_ranges, integer
+from memaudit.common.validation import MAX_COUNT, MAX_REPEATS, SEED, Range, check_flag, check_ranges, integer, number
 
 # The role of a row of a data dir or an audit file: natural training text, a planted member, a
 # held-out non-member, or a canary (a templated secret).
 KINDS = ("natural", "repeated", "heldout", "canary")
 # The fields of a data dir row that memaudit writes; `id_field` names another one.
-RESERVED_FIELDS = ("text", "doc_id", "repeats", "kind", "secret", "sink_id")
+RESERVED_FIELDS = ("text", "doc_id", "repeats", "kind", "secret", "sink_id", "copy_of")
 DEFAULT_VOCAB_SIZE = 4096  # of the byte-level BPE tokenizer a data dir trains on its corpus
+NEAR_THRESHOLD = 0.8  # Jaccard similarity (word 5-grams) at which two documents are near duplicates
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class AuditConfig:
     seed: int = 0
     tokenizer: str | None = None  # a model (dir, GGUF file, hub id) whose own tokenizer to use instead of a new BPE
     id_field: str | None = None  # a field of the corpus rows (e.g. user_id) whose owners share sinks (`sink_id`)
+    # Every near-duplicate cluster of the training rows (MinHash, as `scan data` finds them) shares one sink id,
+    # so that edited copies of a record share their sinks; cluster_threshold is the clusters' Jaccard similarity.
+    cluster_ids: bool = False
+    cluster_threshold: float = NEAR_THRESHOLD
+    # Each repeat of a member after its first occurrence is a copy with about this share of its words edited
+    # (deleted or replaced): near duplicates, for experiments on id noise and cluster ids. 0: exact repeats.
+    edit_rate: float = 0.0
 
     # A repeat level is how often each of its members is written into the training stream (one
     # index per occurrence); the byte-level tokenizer needs its 256 byte tokens and end-of-text.
@@ -48,6 +56,8 @@ class AuditConfig:
         "min_tokens": integer(2, MAX_COUNT),
         "max_tokens": integer(2, MAX_COUNT),
         "seed": SEED,
+        "cluster_threshold": number(0, 1, low_open=True),
+        "edit_rate": number(0, 1),
     }
 
     def __post_init__(self) -> None:
@@ -80,6 +90,11 @@ class AuditConfig:
             )
         if self.max_tokens < self.min_tokens:
             raise MemauditError(f"min_tokens must be <= `max_tokens`, got {self.min_tokens} > {self.max_tokens}")
+        if check_flag("cluster_ids", self.cluster_ids) and self.id_field is not None:
+            raise MemauditError(
+                "cluster_ids keys sinks on near-duplicate clusters and `id_field` on owners; a row has one sink id: "
+                "drop one of the two"
+            )
 
     @property
     def bpe_vocab_size(self) -> int:
@@ -95,7 +110,7 @@ class ScanDataConfig:
 
     ngram_tokens: int = 50  # length in tokens of the shared sequences to count
     minhash_perm: int = 128  # MinHash permutations of a document's word 5-grams
-    near_threshold: float = 0.8  # Jaccard similarity (word 5-grams) of a near duplicate
+    near_threshold: float = NEAR_THRESHOLD  # Jaccard similarity (word 5-grams) of a near duplicate
     top: int = 20  # how many of the most repeated sequences to list
     emit_min_tokens: int = 0  # only emit sequences at least this long (64 = long enough for extraction probes)
 

@@ -288,11 +288,11 @@ def _shared_ngrams(token_ids: list[np.ndarray], counts: np.ndarray, n: int) -> t
     }
 
 
-def _near_pairs(docs: list[dict], num_perm: int, threshold: float, bands: int, rows: int) -> np.ndarray:
-    """Near duplicates: rows (i, j, estimated Jaccard) of the document pairs at or above
+def _near_pairs(norms: list[str], num_perm: int, threshold: float, bands: int, rows: int) -> np.ndarray:
+    """Near duplicates: rows (i, j, estimated Jaccard) of the pairs of normalized texts at or above
     `threshold`, from MinHash of word 5-gram shingles and banded LSH, candidates verified by the
-    estimated Jaccard. Documents shorter than one shingle take no part (they only count as exact)."""
-    shingles, shingle_owner = window_hashes(_ids([_WORD.findall(d["norm"].lower()) for d in docs]), SHINGLE_WORDS)
+    estimated Jaccard. Texts shorter than one shingle take no part (they only count as exact)."""
+    shingles, shingle_owner = window_hashes(_ids([_WORD.findall(n.lower()) for n in norms]), SHINGLE_WORDS)
     eligible, starts = np.unique(shingle_owner, return_index=True)
     if len(eligible) <= 1:
         return np.empty((0, 3))
@@ -301,6 +301,14 @@ def _near_pairs(docs: list[dict], num_perm: int, threshold: float, bands: int, r
     jaccard = (signatures[candidates[:, 0]] == signatures[candidates[:, 1]]).mean(axis=1)
     keep = jaccard >= threshold
     return np.column_stack([eligible[candidates[keep]], jaccard[keep]])
+
+
+def near_duplicate_clusters(norms: list[str], num_perm: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(root, near): each normalized text's near-duplicate cluster, as the index of the cluster's first text (a
+    text alone is its own), and the verified pairs (i, j, estimated Jaccard) that joined them. What `scan data`
+    reports and `data build --cluster-ids` keys sinks on."""
+    near = _near_pairs(norms, num_perm, threshold, *lsh_bands(num_perm, threshold))
+    return _components(len(norms), near[:, :2].astype(np.int64)), near
 
 
 def _documents_frame(
@@ -408,9 +416,8 @@ def scan_corpus(
     tokenizer = _resolve_tokenizer(tokenizer, data_dir)
     token_ids = _token_ids(docs, tokenizer)
     shared, ngram_counts = _shared_ngrams(token_ids, counts, config.ngram_tokens)
+    root, near = near_duplicate_clusters([d["norm"] for d in docs], config.minhash_perm, config.near_threshold)
     bands, band_rows = lsh_bands(config.minhash_perm, config.near_threshold)
-    near = _near_pairs(docs, config.minhash_perm, config.near_threshold, bands, band_rows)
-    root = _components(len(docs), near[:, :2].astype(np.int64))
     documents = _documents_frame(docs, counts, token_ids, shared, root)
     heads = _group_heads(documents)
     clusters = _clusters_frame(heads, documents, root, near)

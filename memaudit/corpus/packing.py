@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import numpy as np
 
+# The id noise draws from its own stream of the seed: numpy pads entropy with zeros, so [seed, 0, 1] is no epoch's
+# [seed, epoch] (while [seed, 1] would be epoch 1's).
+_NOISE_STREAM = (0, 1)
+
 
 class PackedStream:
+    """One id per occurrence of a document: its own, or with probability `id_noise`, for an occurrence of an id
+    that occurs more than once in an epoch (a repeated document, a near-duplicate cluster, an owner), a fresh random
+    one, drawn once from the seed and kept in every epoch. The MemSinks paper's robustness test: copies of a repeat
+    that land on other sinks."""
+
     def __init__(
-        self, token_ids: list[list[int]], doc_ids: list[int], repeats: list[int], eos_id: int, seq_len: int, seed: int
+        self,
+        token_ids: list[list[int]],
+        doc_ids: list[int],
+        repeats: list[int],
+        eos_id: int,
+        seq_len: int,
+        seed: int,
+        id_noise: float = 0.0,
     ):
         self.docs = [np.asarray([*ids, eos_id], dtype=np.int64) for ids in token_ids]
         self.doc_ids = np.asarray(doc_ids, dtype=np.int64)
         self.occurrences = np.repeat(np.arange(len(self.docs)), repeats)
         self.seq_len, self.seed = seq_len, seed
+        self.occurrence_ids = self._occurrence_ids(id_noise)
         self.tokens_per_epoch = int(sum(len(self.docs[i]) for i in self.occurrences))
         self.blocks_per_epoch = self.tokens_per_epoch // seq_len
         if self.blocks_per_epoch == 0:
@@ -26,12 +43,24 @@ class PackedStream:
         self._epoch: int | None = None
         self._blocks: tuple[np.ndarray, np.ndarray] | None = None
 
+    def _occurrence_ids(self, id_noise: float) -> np.ndarray:
+        """The id of each occurrence. A fresh id is odd, so never 0 nor a multiple of 2**48 (which the sink hash
+        refuses), and below 2**63; it meets a real id with a chance of about 2**-62."""
+        ids = self.doc_ids[self.occurrences]
+        if not id_noise:
+            return ids
+        _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+        rng = np.random.default_rng([self.seed, *_NOISE_STREAM])
+        noisy = (counts[inverse] > 1) & (rng.random(len(ids)) < id_noise)
+        return np.where(noisy, rng.integers(0, 2**62, len(ids)) * 2 + 1, ids)
+
     def epoch_blocks(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_ids), each [blocks_per_epoch, seq_len]."""
         if self._epoch != epoch:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.occurrences)
-            tokens = np.concatenate([self.docs[i] for i in order])
-            ids = np.repeat(self.doc_ids[order], [len(self.docs[i]) for i in order])
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.occurrences))
+            docs = self.occurrences[order]
+            tokens = np.concatenate([self.docs[i] for i in docs])
+            ids = np.repeat(self.occurrence_ids[order], [len(self.docs[i]) for i in docs])
             n = self.blocks_per_epoch * self.seq_len
             shape = (self.blocks_per_epoch, self.seq_len)
             self._epoch, self._blocks = epoch, (tokens[:n].reshape(shape), ids[:n].reshape(shape))

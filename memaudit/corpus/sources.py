@@ -56,6 +56,12 @@ def owner_id(value: object, field: str, where: str) -> int:
     return sink if sink % 2**48 else 1  # 0 and multiples of 2**48 would switch every sink on
 
 
+def parse_ids(value: str) -> list[int | str]:
+    """Comma-separated ids as the command line takes them ("123,alice"): digits are a document id (an
+    integer), anything else an owner's id (a string, for a data dir built with `--id-field`)."""
+    return [int(v) if v.strip().isdigit() else v.strip() for v in value.split(",")]
+
+
 def embedded_provenance(name: str = "austen") -> dict:
     path = resources.files("memaudit.corpus") / "data" / f"{name}.provenance.json"
     return json.loads(path.read_text(encoding="utf-8"))

@@ -11,9 +11,9 @@ Hugging Face causal LM, give every token its document's id, train with anything,
 
 `prune_sink_units(model, sinks, ids=[...])` deletes only those documents' sinks, and `reattach_sinks` puts the
 others' back. The other names: `SinkConfig` (G, P, scheme), `SCHEMES` and `EVAL_MODES` (the mask schemes and
-what the pool does in a forward, each with its summary), `Sinks` (the hooks), `hash_mask` and `disjoint_mask`
-(which sinks an id switches on), `add_sink_units` (new sink units on a pretrained model), `FrozenBase` (train
-only those), `find_mlps` and `LAYOUTS` (where each supported family keeps its MLP units).
+what the pool does in a forward, each with its summary), `Sinks` (the hooks), `hash_mask`, `disjoint_mask` and
+`sparse_mask` (which sinks an id switches on), `add_sink_units` (new sink units on a pretrained model),
+`FrozenBase` (train only those), `find_mlps` and `LAYOUTS` (where each supported family keeps its MLP units).
 
 Names are imported on first use, so the command line reads `memaudit.memsinks.config` without torch."""
 
@@ -26,6 +26,7 @@ _API = {
     "Sinks": "memaudit.memsinks.sinks",
     "hash_mask": "memaudit.memsinks.masks",
     "disjoint_mask": "memaudit.memsinks.masks",
+    "sparse_mask": "memaudit.memsinks.masks",
     "find_mlps": "memaudit.memsinks.layouts",
     "LAYOUTS": "memaudit.memsinks.layouts",
     "add_sink_units": "memaudit.memsinks.surgery",

@@ -11,11 +11,13 @@ from typing import ClassVar
 from memaudit.common.errors import MemauditError
 from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
 
-# scheme -> what it does (the masks themselves: memaudit.memsinks.sinks.hash_mask / disjoint_mask)
+# scheme -> what it does (the masks themselves: memaudit.memsinks.masks.hash_mask / disjoint_mask / sparse_mask)
 SCHEMES: dict[str, str] = {
     "hash": "the reference function of docs/memsinks.md (documents' masks overlap)",
     "disjoint": "ids fall into `groups` groups that own separate slices of the pool, so one group's sinks "
     "can be deleted alone",
+    "sparse": "each id switches on exactly `k` units of the pool, chosen by a hash of the id (two ids share about "
+    "k*k/pool units), so one id's sinks can be deleted with little harm to the others",
 }
 
 
@@ -47,17 +49,23 @@ class SinkConfig:
 
     shared_fraction: float = 0.7  # g: the first int(width * g) hidden units are shared
     active_fraction: float = 0.3  # p: fraction of the sink pool (or of its group's slice) one id switches on
-    scheme: str = "hash"  # "hash": ids draw from the whole pool; "disjoint": each id group owns a slice
+    scheme: str = "hash"  # hash: ids draw from the whole pool; disjoint: id groups own slices; sparse: k units an id
     groups: int = 16  # disjoint scheme: number of id groups (group = id % groups)
+    k: int = 8  # sparse scheme: the pool units each id switches on (active_fraction is then unused for masks)
     # Sink fine-tuning of a pretrained model (`--sink-units new:N`): the pool is N units added to every MLP after
     # its pretrained ones, which all stay shared; None: the pool is split off the MLP at shared_fraction.
     new_units: int | None = None
+    # Training only, not the masks: the chance that an occurrence of an id that occurs more than once in the packed
+    # stream trains under a fresh random id instead (the paper's robustness to wrong ids); drawn from the seed.
+    id_noise: float = 0.0
 
     RANGES: ClassVar[dict[str, Range]] = {
         "shared_fraction": number(0, 1, low_open=True, high_open=True),
         "active_fraction": number(0, 1, low_open=True, high_open=True),
         "groups": integer(1, 1 << 16),
+        "k": integer(1, MAX_COUNT),
         "new_units": integer(1, MAX_COUNT, optional=True),
+        "id_noise": number(0, 1),
     }
 
     def __post_init__(self) -> None:
@@ -91,6 +99,8 @@ class SinkConfig:
         if not value:
             if new_units:
                 raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
+            if settings.get("id_noise"):
+                raise MemauditError("id_noise gives sinks wrong ids: pass `sinks` G,P too")
             return None
         try:
             g, p = (float(v) for v in value.split(","))

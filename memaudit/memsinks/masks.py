@@ -1,12 +1,15 @@
 """Which sink units each document id switches on. `hash_mask` is the reference function of
 docs/memsinks.md, bit for bit, so a mask can be rebuilt from an id and a `SinkConfig` alone, in any
-process, with no table to save; `disjoint_mask` gives id groups separate slices of the pool."""
+process, with no table to save; `disjoint_mask` gives id groups separate slices of the pool;
+`sparse_mask` gives each id exactly k units, also from the id alone."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from memaudit.common.errors import MemauditError
@@ -67,3 +70,19 @@ def disjoint_mask(ids: torch.Tensor, n_sink: int, p: float, groups: int) -> torc
         rows = group == g
         out[rows, bounds[g] : bounds[g + 1]] = hash_mask(ids[rows], bounds[g + 1] - bounds[g], p)
     return out
+
+
+def sparse_mask(ids: torch.Tensor, n_sink: int, k: int) -> torch.Tensor:
+    """Each id switches on exactly `k` units: those of the lowest scores, where unit j's score is the j-th 64-bit
+    word (big-endian) of the SHAKE-128 stream of the id written in decimal (ties, never seen, to the lower index).
+    A standard hash rather than the reference one, whose masks of nearby ids (1, 2, ...) are correlated; a unit's
+    score does not depend on the pool's width. Two ids share k * k / n_sink units on average.
+    ids: int64 [N] -> bool [N, n_sink]."""
+    ids = check_ids(ids)
+    if n_sink < k:
+        raise MemauditError(f"a sparse sink pool of {n_sink} units cannot give each id k = {k} units; lower `k`")
+    out = torch.zeros(len(ids), n_sink, dtype=torch.bool)
+    for row, i in enumerate(ids.tolist()):
+        scores = np.frombuffer(hashlib.shake_128(str(i).encode()).digest(8 * n_sink), dtype=">u8")
+        out[row, np.argsort(scores, kind="stable")[:k]] = True
+    return out.to(ids.device)

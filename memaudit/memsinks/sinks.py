@@ -26,7 +26,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.common.validation import check_choice
 from memaudit.memsinks.config import EVAL_MODES, SinkConfig
 from memaudit.memsinks.layouts import find_mlps, units_in
-from memaudit.memsinks.masks import check_ids, disjoint_mask, hash_mask
+from memaudit.memsinks.masks import check_ids, disjoint_mask, hash_mask, sparse_mask
 
 _HOOKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # down projections that carry a sink hook
 
@@ -44,7 +44,8 @@ class Sinks:
     Hidden units [0, n_shared) are shared, [n_shared, n_hidden) are the sink pool. `mode` says what the pool does
     in the next forward calls: "own" (training, and "memorization on"): each token's document mask, from
     `set_doc_ids`; "off" (the paper's evaluation): pool zeroed; "off-rescaled": pool zeroed, shared units times
-    (g + p) / g; "mean": pool times p. Default "own", so an evaluation that forgets to pick a mode fails loudly.
+    (g + p) / g; "mean": pool times p (for the sparse scheme p is k / pool: `active_fraction`). Default "own", so an
+    evaluation that forgets to pick a mode fails loudly.
 
     A model whose pool was partly deleted (surgery.prune_sink_units with ids) keeps the sinks of the other ids:
     pass the prune report's `pool_size` (original pool width) and `kept_sink_units` (surviving original pool
@@ -89,6 +90,11 @@ class Sinks:
             )
         if config.scheme == "disjoint" and self.pool_size < config.groups:
             raise MemauditError(f"a sink pool of {self.pool_size} units cannot hold {config.groups} disjoint groups")
+        if config.scheme == "sparse" and self.pool_size < config.k:
+            raise MemauditError(
+                f"a sparse sink pool of {self.pool_size} units cannot give each id k = {config.k} units; lower `k`, "
+                "or widen the pool (a lower shared fraction G, or more new units)"
+            )
         if any(d in _HOOKED for d in downs):
             raise MemauditError("this model already has sinks attached: call remove() on them first")
         self._weight = downs[0].weight  # dtype and device for masks built ahead of the forward
@@ -122,6 +128,13 @@ class Sinks:
         return units
 
     @property
+    def active_fraction(self) -> float:
+        """The share of the pool one id switches on, which `mean` and `off-rescaled` scale by: P, or for the sparse
+        scheme k over the original pool."""
+        cfg = self.config
+        return cfg.k / self.pool_size if cfg.scheme == "sparse" else cfg.active_fraction
+
+    @property
     def mode(self) -> str:
         """What the sink pool does in the next forwards: one of EVAL_MODES ("own" to train)."""
         return self._mode
@@ -141,8 +154,10 @@ class Sinks:
             fresh = torch.tensor(missing)
             if cfg.scheme == "hash":
                 masks = hash_mask(fresh, self.pool_size, cfg.active_fraction)
-            else:
+            elif cfg.scheme == "disjoint":
                 masks = disjoint_mask(fresh, self.pool_size, cfg.active_fraction, cfg.groups)
+            else:
+                masks = sparse_mask(fresh, self.pool_size, cfg.k)
             if self.kept_sink_units is not None:
                 masks = masks[:, self.kept_sink_units]
             self._masks.update(zip(missing, masks, strict=True))
@@ -189,7 +204,7 @@ class Sinks:
                     f"({', '.join(m for m in EVAL_MODES if m != 'own')})"
                 )
             return self._own
-        shared, sink = EVAL_MODES[self._mode].scales(self.config.shared_fraction, self.config.active_fraction)
+        shared, sink = EVAL_MODES[self._mode].scales(self.config.shared_fraction, self.active_fraction)
         return torch.cat([torch.full((self.n_shared,), shared), torch.full((self.n_sink,), sink)])
 
     def _hook(self, module: nn.Module, args: tuple) -> tuple:

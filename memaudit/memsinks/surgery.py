@@ -77,8 +77,9 @@ def prune_sink_units(
     their sinks cover), sink_config, pool_size (original pool width) and kept_sink_units (surviving original pool
     indices), which with the config rebuild the masks. With keep_ids (ids whose memorization should stay), how
     much the deletion hits their sinks: keep_ids_sinks_removed_mean / _max (fraction of each one's sinks deleted;
-    ids with no sinks skipped). Under the hash scheme a few ids already cover most of the pool, so expect these
-    near 1; the disjoint scheme keeps them at 0 for ids of other groups."""
+    ids with no sinks skipped) and keep_ids_hit (how many lost any). Under the hash scheme a few ids already cover
+    most of the pool, so expect these near 1; the disjoint scheme keeps them at 0 for ids of other groups; under the
+    sparse scheme an id shares about k * k / pool units with each other one."""
     layout, mlps = find_mlps(model)
     if list(map(id, mlps)) != list(map(id, sinks.mlps)):
         raise MemauditError("these sinks are attached to another model")
@@ -107,6 +108,7 @@ def prune_sink_units(
         hit = (kept_masks * drop.float()).sum(1) / kept_masks.sum(1)
         report["keep_ids_sinks_removed_mean"] = hit.mean().item() if len(hit) else None
         report["keep_ids_sinks_removed_max"] = hit.max().item() if len(hit) else None
+        report["keep_ids_hit"] = int((hit > 0).sum())
     sinks.remove()
     keep = torch.cat([torch.arange(sinks.n_shared), sinks.n_shared + (~drop).nonzero().squeeze(1)])
     for mlp in mlps:

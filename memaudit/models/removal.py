@@ -1,7 +1,8 @@
 """`memaudit remove-sinks` on model dirs: a MemSink model dir in, a copy with sink units deleted out.
-The unit surgery itself is `memaudit.memsinks.prune_sink_units`; this module reads the ids a user
-names, resolves them against the training data, keeps `memaudit.json` true to what the copy is,
-and says what a deletion by id under the hash scheme really deletes."""
+The unit surgery itself is `memaudit.memsinks.prune_sink_units`; this module resolves the ids a user
+names against the training data (`memaudit.corpus.audit.resolve_sink_ids`), keeps `memaudit.json`
+true to what the copy is, and says what a deletion by id under the hash and sparse schemes, whose
+masks overlap, really deletes."""
 
 from __future__ import annotations
 
@@ -9,29 +10,11 @@ from pathlib import Path
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import atomic_dir
-from memaudit.corpus.audit import AuditSet, sink_id
-from memaudit.corpus.sources import owner_id
+from memaudit.corpus.audit import AuditSet, resolve_sink_ids, sink_id
+from memaudit.corpus.sources import parse_ids as parse_ids  # `--ids`, parsed where the command line reads it
 from memaudit.memsinks.surgery import prune_sink_units
 from memaudit.models.checks import check_model_job
 from memaudit.models.io import load_model, save_model
-
-
-def parse_ids(value: str) -> list[int | str]:
-    """Comma-separated ids as the command line takes them ("123,alice"): digits are a document id (an
-    integer), anything else an owner's id (a string, for a data dir built with `--id-field`)."""
-    return [int(v) if v.strip().isdigit() else v.strip() for v in value.split(",")]
-
-
-def _resolve_ids(ids: list[int | str], data: AuditSet, source: Path) -> dict[int | str, int]:
-    """Each given id -> its sink id: an owner's id (hashed as at `data build --id-field`) when the data dir has
-    owners, else the document id itself, which is an integer."""
-    field = data.manifest.get("config", {}).get("id_field")
-    if field:
-        return {value: owner_id(value, field, "ids") for value in ids}
-    bad = [v for v in ids if not isinstance(v, int) or isinstance(v, bool)]
-    if bad:
-        raise MemauditError(f"ids: {bad[0]!r} is not a document id (an integer); {source} was built without --id-field")
-    return {value: value for value in ids}
 
 
 def remove_sinks(
@@ -61,16 +44,8 @@ def remove_sinks(
         if not (source / "train.jsonl").is_file():
             raise MemauditError(f"ids need the training data to check them against: pass `data_dir`; tried {source}")
         data = AuditSet.load(source)
-        resolved = _resolve_ids(ids, data, source)
-        trained = {sink_id(r) for r in data.train}
-        unknown = sorted((given for given, sink in resolved.items() if sink not in trained), key=str)
-        ids = sorted(set(resolved.values()))
-        if unknown:
-            shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
-            raise MemauditError(
-                f"ids: {len(unknown)} id(s) not among the model's training documents in {source}: {shown}"
-            )
-        keep_ids = sorted(trained - set(ids))
+        ids = resolve_sink_ids(ids, data)
+        keep_ids = sorted({sink_id(r) for r in data.train} - set(ids))
     report = prune_sink_units(loaded.model, loaded.sinks, ids=ids, keep_ids=keep_ids)
     meta = {**loaded.meta, "kind": "memsink-removed" if ids is None else "memsink-pruned", "base_model": str(model_dir)}
     summary = {k: v for k, v in report.items() if k != "kept_sink_units"}
@@ -88,12 +63,21 @@ def remove_sinks(
 
 
 def hash_scheme_note(report: dict, ids: list[int | str] | None) -> str | None:
-    """What a deletion by id under the hash scheme really deletes, for whoever shows the result of
-    `remove_sinks` (its `report`): documents' masks overlap there, so the deletion covers more of the
-    pool than the ids' own share and takes part of the other documents' sinks with it. None for the
-    whole pool (`ids` None) and under the disjoint scheme, whose deletion is exact."""
-    if not ids or report["sink_config"]["scheme"] != "hash":
+    """What a deletion by id really deletes where documents' masks overlap, for whoever shows the result of
+    `remove_sinks` (its `report`). Under the hash scheme the deletion covers more of the pool than the ids' own
+    share and takes part of nearly every other document's sinks with it; under the sparse scheme it takes the
+    units that other ids share with the deleted ones (about k * k / pool each). None for the whole pool (`ids`
+    None) and under the disjoint scheme, whose deletion is exact."""
+    scheme = report["sink_config"]["scheme"]
+    if not ids or scheme == "disjoint" or report.get("keep_ids_sinks_removed_mean") is None:  # None: no one stays
         return None
+    if scheme == "sparse":
+        return (
+            f"sparse scheme: the deletion removes {report['removed']} units ({report['pool_fraction_removed']:.1%} of "
+            f"the pool); {report['keep_ids_hit']} of the documents that stay shared some of them and lose up to "
+            f"{report['keep_ids_sinks_removed_max']:.1%} of their sinks (on average over all that stay "
+            f"{report['keep_ids_sinks_removed_mean']:.2%})"
+        )
     return (
         f"hash scheme: the deletion covers {report['pool_fraction_removed']:.1%} of the pool and removes on average "
         f"{report['keep_ids_sinks_removed_mean']:.1%} (at most {report['keep_ids_sinks_removed_max']:.1%}) of the sinks "

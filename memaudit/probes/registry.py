@@ -6,8 +6,9 @@ order; the console, HTML, CSV and Markdown views, the Pareto front, the gates, `
 and docs/metrics.md all read it. Adding a metric is one `@metric` function below.
 
 Names are stable and dotted: `<group>.<name>`, `privacy.mia.<attack>.<statistic>`, the
-extraction sweep `extraction.<name>@P<n>` (the same metric from a prefix of n tokens), and
-`robustness.<attack family>.<name>` (memaudit stress: what survives an attack on the model)."""
+extraction sweep `extraction.<name>@P<n>` (the same metric from a prefix of n tokens),
+`robustness.<attack family>.<name>` (memaudit stress: what survives an attack on the model), and
+`<metric>_vs_oracle` (memaudit report: the metric minus the oracle's, on the same records)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from memaudit.common.errors import MemauditError
 from memaudit.probes.config import ATTACKS, FAMILIES, GROUPS, ScanConfig
-from memaudit.probes.inputs import MetricInputs, relative
+from memaudit.probes.inputs import MetricInputs, difference, relative
 from memaudit.probes.stats import Statistic, mean
 
 FPR_LEVELS = {"1%": 0.01, "0.1%": 0.001}  # reported TPRs: `privacy.mia.<attack>.tpr@1%fpr`, ...
@@ -36,8 +37,17 @@ AGAINST = {
     "standard": "the standard model (in a report: its reference)",
     "retrained": "a reference never trained on the members (scan --reference)",
     "before": "the model before the attack and the standard model (memaudit stress --standard)",
+    "oracle": "the oracle, retrained without the members (memaudit report --oracle RUN, or its one no-repeats run)",
 }
 REPORT_AGAINST = ("reference", "standard")
+ORACLE = "oracle"  # the role of the oracle-relative metrics, computed by reports (report/oracle.py), never by a scan
+# How far a membership AUC may lie from where it should be (chance, or the oracle's AUC) before a
+# report calls it a leak, or says a removal differs from retraining.
+MIA_MARGIN = 0.05
+# The margin around the oracle's value within which a report's verdict per family calls a removal's
+# difference "like retraining" (report/oracle.py): the exact extraction rate (a share of members),
+# every attack's membership AUC, the validation loss (nats, one-sided: 0.05 nats is about 5% perplexity).
+ORACLE_MARGINS = {"extraction": 0.05, "membership": MIA_MARGIN, "capability": 0.05}
 PARETO_AXES = ("memorization", "capability")
 
 Compute = Callable[[MetricInputs], "dict | None"]  # {value, n, ci95?, by_repeats?}, None = not measured
@@ -255,6 +265,16 @@ def report_relative() -> list[Metric]:
     return [m for m in REGISTRY.values() if m.against in REPORT_AGAINST]
 
 
+def vs_oracle(name: str) -> str:
+    """The name of a metric's difference from the oracle's: `privacy.mia.loss.auc_vs_oracle`."""
+    return f"{name}_vs_oracle"
+
+
+def oracle_relative() -> list[Metric]:
+    """The metrics a report computes of a model against the oracle (report/oracle.py)."""
+    return [m for m in REGISTRY.values() if m.against == ORACLE]
+
+
 def compute_all(inputs: MetricInputs, metrics: list[Metric] | None = None) -> dict[str, dict]:
     """Every metric (default: all a scan with `inputs.config` computes) that `inputs` measure, in
     registry order. One whose inputs are absent (a model it is measured against, canaries,
@@ -385,6 +405,22 @@ _extraction(
     headline=Headline("exact @top", top_level=True, leak=_ABOVE_ZERO),
     pareto="memorization",
 )
+
+
+@metric(
+    vs_oracle("extraction.exact_rate"),
+    "extraction",
+    None,
+    "extraction.exact_rate minus the oracle's on the same members (paired bootstrap); 0 = like retraining; "
+    f"a report's extraction verdict: within ±{ORACLE_MARGINS['extraction']:g} matches retraining.",
+    ideal=0.0,
+    against=ORACLE,
+)
+def _exact_rate_vs_oracle(x: MetricInputs) -> dict | None:
+    mine, oracle = x.paired_values(ORACLE, "exact", member=True)
+    return x.summary([mine], mean, minus=[oracle]) if len(mine) else None
+
+
 _extraction(
     "extraction.token_match",
     "token_match",
@@ -455,6 +491,31 @@ def _mia(attack: str, fpr: float | None) -> Compute:
             "by_repeats": {
                 str(lv): x.summary([x.values(x.at_level(x.members, lv), key), nonmembers], stat) for lv in levels
             },
+        }
+
+    return compute
+
+
+def _mia_vs_oracle(attack: str, fpr: float | None) -> Compute:
+    """AUC (fpr None) or TPR at `fpr` of the attack minus the oracle's, on the records both models
+    scored (members against non-members), with a paired interval: each bootstrap resample draws
+    the same records for both models."""
+
+    def compute(x: MetricInputs) -> dict | None:
+        from memaudit.probes.membership import auc, tpr_at_fpr
+
+        key = f"mia_{attack}"
+        (members, oracle_members), (nonmembers, oracle_nonmembers) = (
+            x.paired_values(ORACLE, key, member) for member in (True, False)
+        )
+        if not len(members) or not len(nonmembers):
+            return None
+        stat: Statistic = auc if fpr is None else partial(tpr_at_fpr, fpr=fpr)
+        label = next((lab for lab, f in FPR_LEVELS.items() if f == fpr), None)
+        few = label is not None and len(nonmembers) < MIN_NONMEMBERS[label]
+        return {
+            **x.summary([members, nonmembers], stat, minus=[oracle_members, oracle_nonmembers]),
+            **({"note": too_few_nonmembers(len(nonmembers), label)} if few else {}),
         }
 
     return compute
@@ -582,9 +643,16 @@ _ATTACK_MEANINGS = {name: doc.meaning for name, doc in ATTACK_DOCS.items()}
 # membership just as well (OpenUnlearning issue #167).
 _MIA_LEAK = Leak(
     safe=0.5,
-    margin=0.05,
+    margin=MIA_MARGIN,
     significant=True,
     low_side="below chance: over-unlearning, members stand out by their unusually high loss",
+)
+# Against the oracle: an AUC as far from the oracle's as _MIA_LEAK allows from chance, on either side.
+_MIA_VS_ORACLE_LEAK = Leak(
+    safe=0.0,
+    margin=MIA_MARGIN,
+    significant=True,
+    low_side="below the oracle: members are fitted worse than retraining fits them (over-unlearning)",
 )
 for _attack in ATTACKS:
     _by = _ATTACK_MEANINGS[_attack]
@@ -604,6 +672,27 @@ for _attack in ATTACKS:
             False,
             f"Members flagged by {_by} at {_label} false positives; chance level is {_fpr:g}.",
         )(_mia(_attack, _fpr))
+    metric(
+        vs_oracle(f"privacy.mia.{_attack}.auc"),
+        "privacy",
+        None,
+        f"privacy.mia.{_attack}.auc minus the oracle's on the same records (paired bootstrap); 0 = like retraining; "
+        f"a report's membership verdict: every attack within ±{ORACLE_MARGINS['membership']:g} matches retraining.",
+        ideal=0.0,
+        against=ORACLE,
+        # with an oracle, the loss attack's leak rule is measured against retraining instead of chance
+        headline=Headline("AUC vs oracle", leak=_MIA_VS_ORACLE_LEAK) if _attack == "loss" else None,
+    )(_mia_vs_oracle(_attack, None))
+    for _label, _fpr in FPR_LEVELS.items():
+        metric(
+            vs_oracle(f"privacy.mia.{_attack}.tpr@{_label}fpr"),
+            "privacy",
+            None,
+            f"privacy.mia.{_attack}.tpr@{_label}fpr minus the oracle's on the same records (paired bootstrap); "
+            "0 = like retraining.",
+            ideal=0.0,
+            against=ORACLE,
+        )(_mia_vs_oracle(_attack, _fpr))
 
 
 BLIND_WARN_ABOVE = 0.6  # a blind baseline above this: the member and non-member texts differ (Das et al. 2024)
@@ -701,6 +790,20 @@ metric(
     against="reference",
     headline=Headline("Δ valid"),
 )(_relative_to("capability.valid_loss", lambda v, r: v - r, "reference"))
+
+
+@metric(
+    vs_oracle("capability.valid_loss"),
+    "capability",
+    False,
+    "valid_loss minus the oracle's (nats; below 0: better than retraining); the interval treats the two "
+    "losses as independent (a report keeps no per-document validation losses to pair); a report's capability "
+    f"verdict: at most +{ORACLE_MARGINS['capability']:g} matches retraining (one-sided: better is no failure).",
+    against=ORACLE,
+)
+def _valid_loss_vs_oracle(x: MetricInputs) -> dict | None:
+    name, oracle = "capability.valid_loss", x.others[ORACLE]
+    return difference(x.computed[name], oracle[name]) if name in x.computed and name in oracle else None
 
 
 # Robustness (memaudit stress): what an attack on the model leaves of a removal. `x.attack` is the

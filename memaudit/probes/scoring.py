@@ -4,9 +4,11 @@ computed, with no generation: greedy extraction at every prefix length (`hit`), 
 membership scores (`logp`, `mu`, `sigma`), (n,p)-discoverability (`topk_logp`).
 
 What it adds to a raw forward of the same tokens (benchmarks/scoring_throughput.py):
+- sequences are batched longest-first, within a token budget and with little padding (`_batches`);
 - the body runs without the last position of each batch, whose prediction has no target;
-- the LM head runs in row chunks (LOGIT_BYTES_PER_CHUNK of float32 logits), so peak memory is
-  bounded for any vocabulary size and the full logits are never materialized;
+- the LM head runs in row chunks (LOGIT_BYTES_PER_CHUNK of float32 logits, MIN_CHUNK_ROWS at
+  least) filled across batches, so peak memory is bounded for any number of tokens, the full logits
+  are never materialized and the head's matrix products are all full-sized;
 - the statistics over the vocabulary are a few vectorized passes per chunk: the maxima of k parts of
   each row, one softmax (log Z from its largest probability), two products (mean and variance);
 - the top-k (a per-row partial sort, the costliest step) runs only on the rows whose true logit
@@ -23,7 +25,9 @@ from transformers import PreTrainedModel
 
 from memaudit.probes.config import TOPK
 
-LOGIT_BYTES_PER_CHUNK = 16 << 20  # float32 logits per LM-head chunk
+LOGIT_BYTES_PER_CHUNK = 16 << 20  # float32 logits per LM-head chunk, and at least
+MIN_CHUNK_ROWS = 256  # rows: fewer make the head's matrix product slow at large vocabularies
+PAD_SHARE, PAD_TOKENS = 0.1, 8  # the most padding a sequence gets: this share of its batch's width, or tokens
 
 
 @dataclass
@@ -89,12 +93,16 @@ def _token_stats(
 
 
 def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest-first so that padding is small and each batch fits the budget."""
+    """Indices grouped longest-first. A batch ends where the next sequence would not fit the token budget, or
+    would be padded by more than PAD_SHARE of the batch's width (and more than PAD_TOKENS): padding costs a
+    forward as much as text does, and a few more, smaller batches cost little."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, current = [], []
     for i in order:
         width = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * width > max_batch_tokens:
+        too_many = (len(current) + 1) * width > max_batch_tokens
+        too_short = width - lengths[i] > max(PAD_TOKENS, PAD_SHARE * width)
+        if current and (too_many or too_short):
             batches.append(current)
             current = []
         current.append(i)
@@ -120,37 +128,57 @@ def score_sequences(
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    chunk_rows = max(1, LOGIT_BYTES_PER_CHUNK // (4 * head.weight.shape[0]))
-    out: list[ScoredSequence | None] = [None] * len(sequences)
-    for batch in _batches([len(s) for s in sequences], max_batch_tokens):
+    chunk_rows = max(MIN_CHUNK_ROWS, LOGIT_BYTES_PER_CHUNK // (4 * head.weight.shape[0]))
+    batches = _batches([len(s) for s in sequences], max_batch_tokens)
+    order = [i for batch in batches for i in batch]
+    flat = torch.empty(sum(len(sequences[i]) - 1 for i in order), 5, device=device)  # rows in `order`
+    # Hidden rows wait here for the head, across batches, so that it always runs on full chunks.
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    done = 0  # rows of `flat` written
+
+    def head_and_stats(final: bool) -> None:
+        nonlocal pending, done
+        rows = torch.cat([r for r, _ in pending]) if len(pending) > 1 else pending[0][0]
+        targets = torch.cat([t for _, t in pending]) if len(pending) > 1 else pending[0][1]
+        end = len(rows) if final else len(rows) - len(rows) % chunk_rows
+        for start in range(0, end, chunk_rows):
+            stop = min(start + chunk_rows, end)
+            logits = head(rows[start:stop])
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            _token_stats(logits, targets[start:stop], topk, out=flat[done + start : done + stop])
+        done += end
+        pending = [(rows[end:], targets[end:])] if end < len(rows) else []
+
+    for batch in batches:
         # The last position predicts no token: the body runs on width - 1 positions.
         width = len(sequences[batch[0]]) - 1
+        if width == 0:
+            continue
         ids = torch.full((len(batch), width + 1), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width + 1), dtype=torch.long)
         for row, i in enumerate(batch):
             ids[row, : len(sequences[i])] = torch.as_tensor(sequences[i])
             mask[row, : len(sequences[i])] = 1
         ids, mask = ids.to(device), mask.to(device)
-        flat = torch.empty(int(mask[:, 1:].sum()), 5, device=device)
-        if width > 0:
-            if sinks is not None and sinks.mode == "own":
-                sinks.set_doc_ids(torch.tensor([doc_ids[i] for i in batch], device=device)[:, None].expand(-1, width))
-            hidden = model.base_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).last_hidden_state
-            # Position t predicts token t+1; keep only positions whose next token is real text.
-            valid = mask[:, 1:].bool()
-            rows, targets = hidden[valid], ids[:, 1:][valid]
-            for start in range(0, len(rows), chunk_rows):
-                logits = head(rows[start : start + chunk_rows])
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-                _token_stats(logits, targets[start : start + chunk_rows], topk, out=flat[start : start + chunk_rows])
-        flat = flat.cpu().numpy()
-        offset = 0
-        for i in batch:
-            n = len(sequences[i]) - 1
-            s = flat[offset : offset + n]
-            offset += n
-            out[i] = ScoredSequence(s[:, 0], s[:, 1] > 0.5, s[:, 2], s[:, 3], s[:, 4])
+        if sinks is not None and sinks.mode == "own":
+            sinks.set_doc_ids(torch.tensor([doc_ids[i] for i in batch], device=device)[:, None].expand(-1, width))
+        hidden = model.base_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).last_hidden_state
+        # Position t predicts token t+1; keep only positions whose next token is real text.
+        valid = mask[:, 1:].bool()
+        pending.append((hidden[valid], ids[:, 1:][valid]))
+        if sum(len(r) for r, _ in pending) >= chunk_rows:
+            head_and_stats(final=False)
+    if pending:
+        head_and_stats(final=True)
+    stats = flat.cpu().numpy()
+    out: list[ScoredSequence | None] = [None] * len(sequences)
+    offset = 0
+    for i in order:
+        n = len(sequences[i]) - 1
+        s = stats[offset : offset + n]
+        offset += n
+        out[i] = ScoredSequence(s[:, 0], s[:, 1] > 0.5, s[:, 2], s[:, 3], s[:, 4])
     return out  # type: ignore[return-value]
 
 

@@ -10,6 +10,15 @@ from rich.table import Table
 
 from memaudit.report.document import default_label, levels, metric_names, runs, value
 from memaudit.report.gate import GateResult
+from memaudit.report.oracle import (
+    DIFFERS,
+    MATCHES,
+    RULES,
+    chance_note,
+    retraining_intro,
+    retraining_notes,
+    retraining_table,
+)
 from memaudit.report.render import arrow, fmt, fmt_entry
 from memaudit.report.robustness import robustness_rows
 from memaudit.report.verdict import headline_columns, headline_entry, note_warnings, shift_warnings, verdicts
@@ -79,11 +88,37 @@ def print_comparison(doc: dict, console: Console | None = None) -> None:
 
 
 def print_report(doc: dict, console: Console | None = None) -> None:
-    """A comparative document: warnings on stderr, then the side-by-side table, then the
-    robustness of each removal if the document holds attacked models."""
+    """A comparative document: warnings on stderr, then the side-by-side table, each removal
+    against retraining if there is an oracle (without one, what judging membership against chance
+    means), then the robustness of each removal if the document holds attacked models."""
     print_warnings(doc)
     print_comparison(doc, console)
+    if chance_note(doc):
+        (console or Console()).print(f"note: {escape(chance_note(doc))}", highlight=False)
+    print_retraining(doc, console)
     print_robustness(doc, console)
+
+
+_VERDICT_STYLE = {MATCHES: "green", DIFFERS: "bold red"}
+
+
+def print_retraining(doc: dict, console: Console | None = None) -> None:
+    """Each removal's verdict per family against the oracle (report/oracle.py), with the rules."""
+    rows = retraining_table(doc)
+    if not rows:
+        return
+    console = console or Console()
+    table = Table(title="against retraining", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("model", overflow="fold")
+    for family in RULES:
+        table.add_column(family, overflow="fold")
+    for label, cells in rows:
+        styled = [f"[{_VERDICT_STYLE.get(verdict, 'yellow')}]{escape(text)}[/]" for verdict, text in cells.values()]
+        table.add_row(escape(label), *styled)
+    console.print(escape(retraining_intro(doc)), highlight=False)
+    console.print(table)
+    for note in retraining_notes(doc):
+        console.print(f"  {escape(note)}", highlight=False)
 
 
 def print_stress(results: list[dict], console: Console | None = None) -> None:

@@ -4,6 +4,7 @@ a comparative document (`memaudit report`) holds several. Views, plots and gates
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,15 +12,59 @@ from memaudit.common.errors import MemauditError
 from memaudit.probes.registry import GROUPS
 
 SCHEMA_VERSION = 1  # of the comparative document; each run keeps its scan's own schema_version
+# Models trained without the members (`memaudit train --no-repeats` records this kind in its
+# memaudit.json, and a scan copies it to results.json's `model.kind`): what perfect removal looks
+# like, so the oracle a report judges removals against, never a removal method itself.
+ORACLE_KINDS = ("no-repeats",)
+# Sink modes that switch a MemSink model's memorization on (memsinks/config.py EVAL_MODES: `own`
+# gives each document its own training sinks): a diagnostic of where memorization went, not a
+# model anyone would deploy, so never a removal.
+DIAGNOSTIC_SINK_MODES = ("own",)
+# What two runs must share for a metric group to be compared, and the groups that depend on it.
+_SUITE_BOOKKEEPING = {"name", "max_batch_tokens", "bootstrap"}  # change intervals or speed, not values
+COMPARABILITY = (
+    ("audit set", lambda r: r.get("data", {}).get("audit_sha256"), ("memorization", "extraction", "privacy")),
+    ("data manifest", lambda r: r.get("data", {}).get("manifest_sha256"), ("capability",)),
+    (
+        "probe suite",
+        lambda r: {k: v for k, v in r.get("suite", {}).items() if k not in _SUITE_BOOKKEEPING},
+        ("extraction", "privacy"),
+    ),
+)
 
 
-def model_label(results: dict) -> str:
-    """What a reader calls a model: its kind (its name if external), and the sink mode scanned in."""
+def differences(run: dict, baseline: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """What `run` was measured with unlike `baseline` (audit set, data manifest, probe suite),
+    each with the metric groups that difference makes incomparable. Compared as JSON, so a
+    document fresh from a scan (tuples) matches the same one read back (lists)."""
+    return [(what, groups) for what, key, groups in COMPARABILITY if _as_json(key(run)) != _as_json(key(baseline))]
+
+
+def _as_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def model_label(results: dict, named: bool = False) -> str:
+    """What a reader calls a model: its kind (its name if external), and the sink mode scanned in.
+    `named`: the model dir's name too, after the kind, or alone where it already says the kind
+    (`unlearn-ga`, not `unlearned unlearn-ga`)."""
     model = results["model"]
     kind = model.get("kind") or "external"
-    name = Path(model["path"]).name if kind == "external" else kind  # a model memaudit did not train: its name
+    name = Path(model["path"]).name
+    if kind == "external":  # a model memaudit did not train: its name
+        shown = name
+    elif named:
+        shown = name if _says_kind(name, kind) else f"{kind} {name}"
+    else:
+        shown = kind
     mode = model.get("sink_mode")
-    return f"{name}{f' (sinks {mode})' if mode else ''}"
+    return f"{shown}{f' (sinks {mode})' if mode else ''}"
+
+
+def _says_kind(name: str, kind: str) -> bool:
+    """Whether a model dir's name already names its kind: it holds the kind's stem (`unlearn` of
+    `unlearned`, `ablat` of `ablated`), ignoring case."""
+    return kind.removesuffix("ed").lower() in name.lower()
 
 
 def attack_suffix(results: dict) -> str:
@@ -83,6 +128,30 @@ def levels(doc: dict) -> list[str]:
     """Repeat levels of any run's by_repeats, numerically ("0" = held-out non-members)."""
     found = {lv for run in runs(doc) for m in run["metrics"].values() for lv in m.get("by_repeats", {})}
     return sorted(found, key=int)
+
+
+def oracle_label(doc: dict) -> str | None:
+    """The label of the run a comparative document judges removals against, if any."""
+    return (doc.get("oracle") or {}).get("label")
+
+
+def is_oracle(run: dict, oracle: str | None) -> bool:
+    """The report's oracle, or any model of an oracle kind (a second retraining, or one attacked)."""
+    return run["label"] == oracle or run["model"].get("kind") in ORACLE_KINDS
+
+
+def is_diagnostic(run: dict) -> bool:
+    return run["model"].get("sink_mode") in DIAGNOSTIC_SINK_MODES
+
+
+def not_a_removal(run: dict, oracle: str | None) -> str:
+    """Why a run is no removal method (so neither on a Pareto front of removals nor judged
+    against retraining), "" for one that may be."""
+    if is_oracle(run, oracle):
+        return "the oracle: the target, not a removal method"
+    if is_diagnostic(run):
+        return f"a diagnostic mode (sinks {run['model']['sink_mode']}: memorization switched on), not a removal"
+    return ""
 
 
 def not_comparable(doc: dict, label: str) -> set[str]:

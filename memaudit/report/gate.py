@@ -3,7 +3,8 @@ JUnit XML and a GitHub job summary for the CI to show. docs/gates.md is the user
 
 Syntax: `METRIC[REPEATS] OP NUMBER`, the gate *trips* (the build fails) when the comparison holds:
 - METRIC: any registered metric name (`extraction.exact_rate`, `privacy.mia.loss.auc`,
-  `extraction.exact_rate@P8`, the reference-relative `memorization.gap_closed` ...);
+  `extraction.exact_rate@P8`, the reference-relative `memorization.gap_closed`, the
+  oracle-relative `privacy.mia.loss.auc_vs_oracle` of a report ...);
 - [REPEATS] (optional): the value at one repeat level of `by_repeats` (times in training;
   0 = held-out non-members) instead of the headline value;
 - OP: one of <, <=, >, >=; NUMBER: a finite decimal or scientific number; spaces are allowed
@@ -25,8 +26,8 @@ from pathlib import Path
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import atomic_write_text
-from memaudit.probes.registry import REPORT_AGAINST, get_metric
-from memaudit.report.document import runs, value
+from memaudit.probes.registry import ORACLE, REPORT_AGAINST, get_metric
+from memaudit.report.document import oracle_label, runs, value
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 SYNTAX = "METRIC[REPEATS] OP NUMBER with OP one of <, <=, >, >= (e.g. 'extraction.exact_rate>0', 'extraction.exact_rate[64]>=0.5')"
@@ -99,9 +100,15 @@ def parse_gates(exprs: Iterable[str]) -> list[Gate]:
     return [parse_gate(e) for e in exprs]
 
 
-def _why_missing(run: dict, gate: Gate) -> str:
+def _why_missing(run: dict, gate: Gate, oracle: str | None) -> str:
     if gate.metric not in run["metrics"]:
-        if get_metric(gate.metric).against:
+        against = get_metric(gate.metric).against
+        if against == ORACLE:
+            if oracle is None:
+                return "not measured: it needs an oracle run (report --oracle)"
+            problem = run.get("retraining", {}).get("problem")  # a removal not paired with the oracle
+            return f"not measured: {problem}" if problem else "not measured"
+        if against:
             return "not measured: it needs a reference model (--reference)"
         return "not measured"
     by = run["metrics"][gate.metric].get("by_repeats", {})
@@ -122,11 +129,15 @@ def _past_budget(gate: Gate, model: str, budget: float) -> GateResult:
 
 def evaluate_gates(doc: dict, gates: Iterable[Gate | str]) -> list[GateResult]:
     """Every gate against every model of a scan's results or of a comparative document; a
-    reference-relative gate skips the reference model itself (0 against itself, by definition)."""
+    reference-relative gate skips the reference model itself, and an oracle-relative one the
+    oracle (0 against itself, by definition)."""
     results = []
     for gate in [g if isinstance(g, Gate) else parse_gate(g) for g in gates]:
+        against = get_metric(gate.metric).against
         for run in runs(doc):
-            if get_metric(gate.metric).against in REPORT_AGAINST and run["label"] == doc.get("reference"):
+            if (against in REPORT_AGAINST and run["label"] == doc.get("reference")) or (
+                against == ORACLE and run["label"] == oracle_label(doc)
+            ):
                 continue
             entry = run["metrics"].get(gate.metric)
             if gate.level is not None and entry is not None:
@@ -135,7 +146,9 @@ def evaluate_gates(doc: dict, gates: Iterable[Gate | str]) -> list[GateResult]:
             if v is None and entry is not None and entry.get("within_budget") is False:
                 results.append(_past_budget(gate, run["label"], entry["budget"]))
             elif v is None:
-                results.append(GateResult(str(gate), run["label"], None, False, _why_missing(run, gate)))
+                results.append(
+                    GateResult(str(gate), run["label"], None, False, _why_missing(run, gate, oracle_label(doc)))
+                )
             else:
                 results.append(GateResult(str(gate), run["label"], v, not gate.trips(v)))
     return results

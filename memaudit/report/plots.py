@@ -19,8 +19,17 @@ from matplotlib.transforms import Bbox
 from sklearn.metrics import auc, roc_curve
 
 from memaudit.probes.registry import get_metric, pareto_axes
-from memaudit.report.compare import NOT_CANDIDATES
-from memaudit.report.document import charted_runs, level_name, levels, not_comparable, runs, value
+from memaudit.report.document import (
+    charted_runs,
+    is_diagnostic,
+    is_oracle,
+    level_name,
+    levels,
+    not_comparable,
+    oracle_label,
+    runs,
+    value,
+)
 from memaudit.report.robustness import RobustnessRow, robustness_rows
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
@@ -95,6 +104,12 @@ def tradeoff_svg(doc: dict) -> str | None:
         return _svg(fig)
 
 
+def _marker(doc: dict, run: dict) -> str:
+    """A diamond for the oracle, a triangle for a diagnostic sink mode (neither is a removal, so
+    neither is ever on a front), a dot for every other model."""
+    return "D" if is_oracle(run, oracle_label(doc)) else "^" if is_diagnostic(run) else "o"
+
+
 def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, dict, dict]]) -> None:
     colour = colours(doc)
     front = doc.get("pareto", {}).get("fronts", {}).get(y, [])
@@ -105,7 +120,7 @@ def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, 
             value(ey),
             xerr=_errors([ex]),
             yerr=_errors([ey]),
-            fmt="D" if run["model"].get("kind") in NOT_CANDIDATES else "o",
+            fmt=_marker(doc, run),
             ms=7,
             color=colour[run["label"]],
             mfc="white" if hollow else colour[run["label"]],
@@ -128,8 +143,11 @@ def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, 
 def _tradeoff_legend(doc: dict) -> list[Line2D]:
     """What the marks mean (the models are labelled on the points)."""
     handles = [Line2D([], [], ls="--", color="#444", marker="o", ms=11, mfc="none", label="Pareto front")]
-    if any(run["model"].get("kind") in NOT_CANDIDATES for run in charted_runs(doc)):
+    drawn = {_marker(doc, run) for run in charted_runs(doc)}
+    if "D" in drawn:
         handles.append(Line2D([], [], ls="", color="#666", marker="D", ms=6, label="oracle: the target, not a method"))
+    if "^" in drawn:
+        handles.append(Line2D([], [], ls="", color="#666", marker="^", ms=6, label="diagnostic mode: not a removal"))
     return handles
 
 

@@ -17,15 +17,19 @@ from memaudit.probes.registry import is_swept, known
 from memaudit.report import plots
 from memaudit.report.document import (
     beyond_budget,
+    charted_runs,
     is_comparison,
+    is_diagnostic,
     level_name,
     levels,
     metric_names,
     not_comparable,
+    oracle_label,
     runs,
     value,
 )
 from memaudit.report.gate import GateResult, gate_markdown
+from memaudit.report.oracle import RULES, chance_note, retraining_intro, retraining_notes, retraining_table
 from memaudit.report.robustness import robustness_rows
 from memaudit.report.triage import FAMILIES, FAMILY_NAMES, MEMBERSHIP_FPR, RISKIEST, Triage, triage
 from memaudit.report.verdict import (
@@ -33,6 +37,7 @@ from memaudit.report.verdict import (
     headline_columns,
     headline_entry,
     leak_rules,
+    leak_rules_for,
     note_warnings,
     shift_warnings,
     verdicts,
@@ -86,19 +91,28 @@ def _at(entry: dict | None, level: str) -> dict | None:
     return entry if entry is None or level == "all" else entry.get("by_repeats", {}).get(level)
 
 
+def _decided_by(run: dict) -> dict[str, tuple[str, dict]]:
+    """The metric that decided each of the run's verdicts against retraining: name -> (family, verdict)."""
+    found = run.get("retraining", {}).get("verdicts", {})
+    return {v["metric"]: (family, v) for family, v in found.items()}
+
+
 def summary_frame(doc: dict) -> pd.DataFrame:
     """Long format: one row per model, metric and repeat level ('all' = the headline value), with
-    the reference model's value at the same level and the difference from it."""
+    the reference model's value at the same level and the difference from it; the row of the
+    metric that decided a removal's verdict against retraining (oracle.py) carries it."""
     ref = _reference(doc)
     rows = []
     for run in runs(doc):
         excluded = not_comparable(doc, run["label"])
+        decided = _decided_by(run)
         for name, m in run["metrics"].items():
             for level in ["all", *m.get("by_repeats", {})]:
                 entry = _at(m, level)
                 ci = entry.get("ci95") or [None, None]
                 ref_value = value(_at(ref["metrics"].get(name), level)) if ref else None
                 own = value(entry)
+                family, verdict = decided.get(name, (None, {})) if level == "all" else (None, {})
                 rows.append(
                     {
                         "model": run["label"],
@@ -118,9 +132,15 @@ def summary_frame(doc: dict) -> pd.DataFrame:
                         "sink_mode": run["model"].get("sink_mode"),
                         "model_path": run["model"]["path"],
                         "note": m.get("note"),  # e.g. a TPR at a low FPR on too few non-members (registry)
+                        "oracle": oracle_label(doc),
+                        "retraining_family": family,
+                        "retraining_verdict": verdict.get("verdict"),
+                        "retraining_margin": verdict.get("margin"),
+                        "records_needed": verdict.get("records_needed"),
                     }
                 )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype({"records_needed": "Int64"}) if len(frame) else frame  # a count, not 36.0
 
 
 def sequences_frame(doc: dict) -> pd.DataFrame:
@@ -153,21 +173,38 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def _verdict_lines(doc: dict) -> list[str]:
-    """The answer in Markdown: each model's leak verdict with its evidence, then the Pareto fronts."""
+    """The answer in Markdown: each model's leak verdict with its evidence, then the Pareto fronts,
+    and, without an oracle, what judging membership against chance means."""
     lines = []
     for v in verdicts(doc):
         if v.leaks:
             lines.append(f"- **{_md(v.label)}** leaks: " + "; ".join(f"`{_md(e)}`" for e in v.evidence))
         else:
-            note = "" if v.candidate else " (the oracle: the target, not a removal method)"
-            lines.append(f"- **{_md(v.label)}**: no leak found{note}")
+            lines.append(f"- **{_md(v.label)}**: no leak found")
+        if v.excluded:
+            lines[-1] += f" ({_md(v.excluded)})"
         if v.note:
             lines[-1] += f" ({_md(v.note)})"
-    lines.append("\nA model leaks when " + "; or ".join(f"`{name}` is {rule}" for name, rule in leak_rules()) + ".")
+    rules = leak_rules(doc)
+    lines.append("\nA model leaks when " + "; or ".join(f"`{name}` is {_md(rule)}" for name, rule in rules) + ".")
     fronts = front_sentences(doc)
     if fronts:
         lines[-1] += " On a Pareto front of capability vs memorization: " + "; ".join(map(_md, fronts)) + "."
+    if chance_note(doc):
+        lines.append(f"\nNote: {_md(chance_note(doc))}.")
     return lines
+
+
+def _retraining_markdown(doc: dict) -> list[str]:
+    """Each removal's verdict per family against the oracle (oracle.py), with the rules."""
+    rows = retraining_table(doc)
+    if not rows:
+        return []
+    table = _md_table(
+        ["model", *RULES], [[_md(label), *(_md(text) for _, text in cells.values())] for label, cells in rows]
+    )
+    notes = "\n".join(f"- {_md(note)}" for note in retraining_notes(doc))
+    return [f"**Against retraining.** {_md(retraining_intro(doc))}", table, notes]
 
 
 def _headline_markdown(doc: dict) -> str:
@@ -209,6 +246,8 @@ def _provenance_markdown(doc: dict) -> list[str]:
         for run in runs(doc)
     ]
     reference = f"Reference model: **{_md(doc['reference'])}**." if doc.get("reference") else "No reference model."
+    if oracle_label(doc):
+        reference += f" Oracle: **{_md(oracle_label(doc))}** ({_md(doc['oracle']['chosen'])})."
     return ["Models:", _md_table(["model", "kind", "path", "sinks", "audit set"], rows), reference]
 
 
@@ -243,6 +282,7 @@ def markdown(doc: dict) -> str:
     if doc.get("gates"):
         blocks.append(gate_markdown([GateResult(**g) for g in doc["gates"]]).strip())
     blocks.append(_headline_markdown(doc))
+    blocks += _retraining_markdown(doc)
     blocks += _leaks_markdown(triage(doc))
     blocks += _robustness_markdown(doc)
     rows = []
@@ -349,10 +389,11 @@ def _headline_table(doc: dict) -> dict:
     rows = []
     for run in runs(doc):
         cells = []
+        rules = {m.name for m in leak_rules_for(run["metrics"])}
         for m in columns:
             cell = _cell(doc, run, m.name, shown[m.name][run["label"]], best[m.name])
             if cell is not None:
-                cell["leak"] = m.name in run["metrics"] and m.leaks(run["metrics"][m.name])
+                cell["leak"] = m.name in rules and m.leaks(run["metrics"][m.name])
             cells.append(cell)
         rows.append({"run": run, "cells": cells, "front": run["label"] in on_front})
     return {"columns": columns, "rows": rows}
@@ -399,7 +440,13 @@ def html(doc: dict) -> str:
         shift_warnings=shift_warnings(doc),
         note_warnings=note_warnings(doc),
         robustness=robustness_rows(doc),
-        leak_rules=leak_rules(),
+        leak_rules=leak_rules(doc),
+        chance_note=chance_note(doc),
+        retraining=retraining_table(doc),
+        retraining_intro=retraining_intro(doc) if doc.get("oracle") else "",
+        retraining_notes=retraining_notes(doc) if doc.get("oracle") else [],
+        families=list(RULES),
+        diagnostic_drawn=bool(charts["tradeoff"]) and any(is_diagnostic(run) for run in charted_runs(doc)),
         headline=_headline_table(doc),
         metric_rows=_metric_rows(doc, _detail_names(names)),
         sweep_rows=_metric_rows(doc, [n for n in names if is_swept(n)]),

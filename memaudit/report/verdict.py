@@ -1,15 +1,16 @@
 """The answer a report leads with: which models leak, by the leak rules of the registry's headline
-metrics (an exact extraction, a membership attack far from chance on either side), and which are
-on a Pareto front of memorization against capability; and when the membership numbers cannot be
-taken at face value (the blind baseline). Every view (HTML, Markdown, terminal) shows the same
-verdicts and warnings, computed here from the results document alone."""
+metrics (an exact extraction, a membership attack far from chance on either side, or from the
+oracle where a report has one), and which are on a Pareto front of memorization against
+capability; and when the membership numbers cannot be taken at face value (the blind baseline).
+Every view (HTML, Markdown, terminal) shows the same verdicts and warnings, computed here from the
+results document alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memaudit.probes.registry import BLIND_WARN_ABOVE, Metric, headline_metrics, known
-from memaudit.report.document import runs, value
+from memaudit.probes.registry import BLIND_WARN_ABOVE, Metric, headline_metrics, known, vs_oracle
+from memaudit.report.document import not_a_removal, oracle_label, runs, value
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,17 @@ class Verdict:
     label: str
     evidence: tuple[Evidence, ...]  # empty: no leak found
     fronts: tuple[str, ...]  # the memorization axes on whose Pareto front the model is
-    candidate: bool  # False for the no-repeats oracle: drawn as the target, never on a front
+    excluded: str = ""  # why the model is no removal (the oracle, a diagnostic mode): never on a front
     note: str = ""  # what else a reader must know to read the model's numbers (guard_note)
 
     @property
     def leaks(self) -> bool:
         return bool(self.evidence)
+
+    @property
+    def candidate(self) -> bool:
+        """Whether the model may be a removal method, on a front and judged against retraining."""
+        return not self.excluded
 
 
 def headline_entry(metrics: dict, m: Metric) -> dict | None:
@@ -61,9 +67,39 @@ def _leak_metrics() -> list[Metric]:
     return [m for m in headline_metrics() if m.headline and m.headline.leak]
 
 
-def leak_rules() -> list[tuple[str, str]]:
-    """(metric, the condition under which it says a model leaks), e.g. (`extraction.exact_rate`, `above 0`)."""
-    return [(m.name, m.headline.leak.describe(m.higher_is_better)) for m in _leak_metrics()]  # type: ignore[union-attr]
+def _replacements() -> dict[str, str]:
+    """Leak rules measured against the oracle, each with the rule against a fixed safe value it
+    replaces: {`privacy.mia.loss.auc_vs_oracle`: `privacy.mia.loss.auc`}."""
+    out = {}
+    for m in _leak_metrics():
+        other = known(vs_oracle(m.name))
+        if other is not None and other.headline and other.headline.leak:
+            out[other.name] = m.name
+    return out
+
+
+def leak_rules_for(metrics: dict) -> list[Metric]:
+    """The leak rules that judge a model with these metrics: a rule measured against the oracle,
+    where measured, replaces the same metric's rule against its fixed safe value (an AUC against
+    retraining rather than against chance)."""
+    replaced = {base for name, base in _replacements().items() if name in metrics}
+    return [m for m in _leak_metrics() if m.name not in replaced]
+
+
+def leak_rules(doc: dict) -> list[tuple[str, str]]:
+    """(metric, the condition under which it says a model leaks), e.g. (`extraction.exact_rate`,
+    `above 0`); a rule against the oracle only where some run of `doc` measured it, saying which
+    rule it replaces."""
+    present = {name for run in runs(doc) for name in run["metrics"]}
+    replaces = _replacements()
+    rules = []
+    for m in _leak_metrics():
+        if m.name in replaces and m.name not in present:
+            continue
+        rule = m.headline.leak.describe(m.higher_is_better)  # type: ignore[union-attr]
+        instead = f" (where measured, instead of the rule on {replaces[m.name]})" if m.name in replaces else ""
+        rules.append((m.name, rule + instead))
+    return rules
 
 
 def headline_columns(doc: dict) -> list[Metric]:
@@ -76,16 +112,16 @@ def verdicts(doc: dict) -> list[Verdict]:
     """One verdict per run, in the document's order. Metrics measured unlike the baseline's (†)
     still count as evidence of a leak: a leak is a leak on any audit set."""
     pareto = doc.get("pareto", {})
-    excluded = set(pareto.get("excluded_kinds", []))
     out = []
     for run in runs(doc):
         evidence = tuple(
             Evidence(m, run["metrics"][m.name])
-            for m in _leak_metrics()
+            for m in leak_rules_for(run["metrics"])
             if m.name in run["metrics"] and m.leaks(run["metrics"][m.name])
         )
         fronts = tuple(y for y, front in pareto.get("fronts", {}).items() if run["label"] in front)
-        out.append(Verdict(run["label"], evidence, fronts, run["model"].get("kind") not in excluded, guard_note(run)))
+        excluded = not_a_removal(run, oracle_label(doc))
+        out.append(Verdict(run["label"], evidence, fronts, excluded, guard_note(run)))
     return out
 
 
@@ -163,4 +199,13 @@ def note_warnings(doc: dict) -> list[str]:
                     labels.append(run["label"])
                 if name not in names:
                     names.append(name)
-    return [f"{', '.join(labels)}: {_pattern(names)}: {note}" for note, (labels, names) in found.items()]
+    return [f"{', '.join(labels)}: {_patterns(names)}: {note}" for note, (labels, names) in found.items()]
+
+
+def _patterns(names: list[str]) -> str:
+    """Names grouped by their last part, each group as one pattern: `privacy.mia.*.tpr@1%fpr,
+    privacy.mia.*.tpr@1%fpr_vs_oracle`."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    return ", ".join(_pattern(group) for group in groups.values())

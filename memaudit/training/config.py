@@ -61,6 +61,9 @@ class TrainConfig(LoopConfig):
     arch: str = "gpt2-5m"
     seq_len: int = 128
     no_repeats: bool = False  # the oracle: never sees the planted documents
+    # Leave-one-out: the training rows of these ids (documents, or owners for a data dir built with --id-field) are
+    # left out of the stream, for a model to judge the deletion of their sinks against.
+    exclude_ids: tuple[int | str, ...] = ()
     sinks: SinkConfig | None = None  # a MemSink model (its recorded mapping, SinkConfig.to_dict(), is taken too)
     eval_docs: int = 64
     init: str | None = None  # a pretrained model (dir, GGUF file, hub id) to fine-tune instead of training from scratch
@@ -80,20 +83,38 @@ class TrainConfig(LoopConfig):
                 f"arch must be a zoo name, a transformers model type or a config dir, got {self.arch!r}"
             )
         check_flag("no_repeats", self.no_repeats)
+        self.exclude_ids = self._checked_ids(self.exclude_ids)
         if self.sinks is not None:
             self.sinks = SinkConfig.from_dict(self.sinks)
         self._check_fine_tuning()
 
+    @staticmethod
+    def _checked_ids(ids: object) -> tuple[int | str, ...]:
+        """exclude_ids as a tuple of positive integers (document ids) and non-blank strings (owners), each once."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
+            raise MemauditError(f"exclude_ids must be a list of document ids or owners, got {ids!r}")
+        for value in ids:
+            number = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            if not number and not (isinstance(value, str) and value.strip()):
+                raise MemauditError(f"exclude_ids holds {value!r}, neither a positive document id nor an owner's id")
+        return tuple(dict.fromkeys(ids))
+
     def _check_fine_tuning(self) -> None:
-        """New sink units widen a pretrained model, and freezing keeps that model's weights: both need `init`."""
+        """New sink units widen a pretrained model (or, for the sparse scheme, one trained from scratch: its pool
+        then sits beside the MLP's own units, as in NULLs), and freezing keeps a pretrained model's weights."""
         if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
             raise MemauditError(f"init must be a model dir, a GGUF file or a hub id, got {self.init!r}")
         check_flag("freeze_base", self.freeze_base)
         check_flag("train_shared_mlp", self.train_shared_mlp)
         new_units = self.sinks.new_units if self.sinks is not None else None
-        if new_units and self.init is None:
-            raise MemauditError("sink_units new:N widens a pretrained model's MLPs: pass `init` (the model)")
+        if new_units and self.init is None and self.sinks.scheme != "sparse":
+            raise MemauditError(
+                "sink_units new:N widens a pretrained model's MLPs: pass `init` (the model); from scratch only the "
+                "sparse scheme takes new units"
+            )
         if self.freeze_base and not new_units:
             raise MemauditError("freeze_base trains only new sink units: pass `sinks` with `sink_units` new:N")
+        if self.freeze_base and self.init is None:
+            raise MemauditError("freeze_base keeps a pretrained model's weights: pass `init` (the model)")
         if self.train_shared_mlp and not self.freeze_base:
             raise MemauditError("train_shared_mlp chooses what `freeze_base` leaves trainable: pass `freeze_base` too")

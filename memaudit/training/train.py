@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from memaudit import __version__
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import sha256_file
-from memaudit.corpus.audit import AuditSet, sink_id
+from memaudit.corpus.audit import AuditSet, resolve_sink_ids, sink_id
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.memsinks.config import DEFAULT_EVAL_MODE
@@ -86,7 +86,9 @@ def _train(
     config = model.config
     if cfg.seq_len > context_length(config):
         raise MemauditError(f"seq_len {cfg.seq_len} exceeds the model's context of {context_length(config)} tokens")
-    sinks, frozen = _attach_sinks(model, cfg, init)
+    sinks, frozen = _attach_sinks(model, cfg)
+    if sinks is not None and sinks.base_mlp is not None:  # new sink units: the MLP size that removal gives back
+        init = {**(init or {}), "base_mlp": sinks.base_mlp}
     stream = training_stream(data, tok, cfg)
     loss_sets = _loss_sets(data, tok, context_length(config), cfg.eval_docs, with_own=sinks is not None)
 
@@ -112,7 +114,7 @@ def _train(
     meta = {
         "memaudit_version": __version__,
         "kind": "memsink" if cfg.sinks else ("no-repeats" if cfg.no_repeats else "standard"),
-        "arch": init["model_type"] if init else cfg.arch,
+        "arch": cfg.arch if cfg.init is None else init["model_type"],
         **({"init": init} if init else {}),
         "parameters": n_params(result.model),
         "data": {"dir": str(data_dir), "manifest_sha256": sha256_file(data_dir / "manifest.json")},
@@ -158,16 +160,14 @@ def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Acc
     return step
 
 
-def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig, init: dict | None):
+def _attach_sinks(model: PreTrainedModel, cfg: TrainConfig):
     """A MemSink run's sinks (in training mode `own`), after widening every MLP by the new sink units of
-    `--sink-units new:N` (recording the base's MLP size in `init`), and the frozen base of `--freeze-base`."""
+    `--sink-units new:N` (the sinks keep the base's MLP size), and the frozen base of `--freeze-base`."""
     if not cfg.sinks:
         return None, None
     from memaudit.memsinks import FrozenBase, SinkConfig, attach_sinks
 
     sinks = attach_sinks(model, SinkConfig.from_dict(cfg.sinks), mode="own")
-    if sinks.base_mlp is not None:
-        init["base_mlp"] = sinks.base_mlp
     frozen = FrozenBase(model, sinks.n_shared, train_shared_mlp=cfg.train_shared_mlp) if cfg.freeze_base else None
     return sinks, frozen
 
@@ -182,8 +182,11 @@ def blocks_per_epoch(data_dir: Path, configs: list[TrainConfig]) -> list[int]:
 
 
 def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
-    """The training rows packed into sequences (the oracle's without the planted documents)."""
-    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural")]
+    """The training rows packed into sequences: the oracle's without the planted documents, a leave-one-out
+    model's without the rows of `exclude_ids` (every row keyed on their sink ids: an owner's records, a cluster's
+    copies), a MemSink model's with its id noise."""
+    excluded = set(resolve_sink_ids(cfg.exclude_ids, data, "exclude_ids")) if cfg.exclude_ids else set()
+    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural") and sink_id(r) not in excluded]
     return PackedStream(
         [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
         [sink_id(r) for r in rows],
@@ -191,6 +194,7 @@ def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConf
         eos_id=tok.eos_token_id,
         seq_len=cfg.seq_len,
         seed=cfg.seed,
+        id_noise=cfg.sinks.id_noise if cfg.sinks else 0.0,
     )
 
 

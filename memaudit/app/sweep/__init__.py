@@ -1,0 +1,133 @@
+"""`memaudit sweep SWEEP.yaml --out DIR`: settings x seeds in one command. The sweep file is read and
+every point checked (spec), the work planned as jobs that share what does not depend on a swept
+setting (plan), the jobs run locally or through submitit (run), and the results aggregated over
+seeds into sweep.json with its CSV, Markdown and HTML views (aggregate, report.sweep_views)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from memaudit.app.sweep.aggregate import results_document
+from memaudit.app.sweep.plan import Job, Plan, plan_sweep
+from memaudit.app.sweep.run import Progress, pending, run_local, run_submitit, seconds_per_token
+from memaudit.app.sweep.spec import SweepSpec, load_spec, parse_sets
+from memaudit.common.errors import MemauditError
+from memaudit.common.fileio import read_json, write_json
+from memaudit.common.hardware import cpu_description
+from memaudit.report.sweep_views import write_views
+
+SPEC_FILE = "sweep.json"  # the results document; its `spec` names the sweep that owns the dir
+LAUNCHERS = ("local", "submitit")
+
+
+def check_out(out: Path, spec: SweepSpec) -> None:
+    """An output dir is new, empty, or this sweep's (same name): never another sweep's, never something else."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise MemauditError(f"{out} is a file: give --out a folder for the sweep")
+    doc = out / SPEC_FILE
+    if not doc.is_file():
+        raise MemauditError(f"{out} holds files that are not a sweep's (no {SPEC_FILE}): give a new or empty --out")
+    other = read_json(doc).get("spec", {}).get("name")
+    if other != spec.name:
+        raise MemauditError(f"{out} holds sweep {other!r}, not {spec.name!r}: give each sweep its own --out")
+
+
+def describe(the_plan: Plan, spec: SweepSpec, out: Path, rerun_failed: bool) -> list[str]:
+    """What the sweep will do: its runs, its jobs by kind, what is shared and what is done already."""
+    todo, failed, blocked = pending(out, the_plan, rerun_failed)
+    kinds = Counter(j.kind for j in the_plan.jobs.values())
+    uses = Counter(key for r in the_plan.runs for key in _closure(the_plan, r.job))
+    shared = sum(1 for k, n in uses.items() if n > 1)
+    seeds = len(spec.data_seeds) * len(spec.train_seeds)
+    lines = [
+        f"sweep {spec.name}: {len(the_plan.points)} points x {seeds} seed pairs x "
+        f"{len(the_plan.runs) // max(1, len(the_plan.points) * seeds)} arms = {len(the_plan.runs)} runs",
+        f"jobs: {len(the_plan.jobs)} ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
+        f"{shared} shared by several runs",
+        f"done already: {len(the_plan.jobs) - len(todo) - len(failed) - len(blocked)}; failed: {len(failed)}"
+        + (f" (--rerun-failed retries them; {len(blocked)} jobs wait on them)" if failed else "")
+        + f"; to run: {len(todo)}",
+    ]
+    return lines
+
+
+def _closure(the_plan: Plan, key: str) -> set[str]:
+    """A job and every job it reads, transitively."""
+    seen, stack = set(), [key]
+    while stack:
+        k = stack.pop()
+        if k not in seen:
+            seen.add(k)
+            stack += the_plan.jobs[k].inputs.values()
+    return seen
+
+
+def run_sweep(
+    spec_path: Path,
+    out: Path,
+    sets: tuple[str, ...] = (),
+    *,
+    dry_run: bool = False,
+    rerun_failed: bool = False,
+    launcher: str = "local",
+    executor_options: dict | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Run (or, with `dry_run`, describe) a sweep; returns the exit code: 0 when every run is done, 1 when some failed.
+    Bad input raises MemauditError before anything is written."""
+    begin = time.perf_counter()
+    if launcher not in LAUNCHERS:
+        raise MemauditError(f"unknown launcher {launcher!r}; use one of {', '.join(LAUNCHERS)}")
+    out = Path(out)
+    spec = load_spec(spec_path, parse_sets(sets))
+    the_plan = plan_sweep(spec)
+    check_out(out, spec)
+    for line in describe(the_plan, spec, out, rerun_failed):
+        echo(line)
+    todo, _, _ = pending(out, the_plan, rerun_failed)
+    if dry_run:
+        echo(estimate_line(todo))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    planning = time.perf_counter() - begin
+    progress = Progress(len(todo), sum(j.cost for j in todo), print=echo)
+    start = time.perf_counter()
+    if launcher == "local":
+        skipped = run_local(out, the_plan, todo, progress, threads)
+    else:
+        skipped = run_submitit(out, the_plan, todo, progress, threads, dict(executor_options or {}))
+    jobs_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    timing = {"planning_seconds": round(planning, 3), "jobs_seconds": round(jobs_seconds, 3)}
+    doc = results_document(out, spec, the_plan, timing)
+    write_json(out / SPEC_FILE, doc)
+    write_views(doc, out)
+    timing["aggregation_seconds"] = round(time.perf_counter() - start, 3)
+    write_json(out / SPEC_FILE, doc)  # with its own aggregation time
+    for job in skipped:
+        echo(f"skipped {job.label}: an input failed")
+    failed = sum(1 for r in doc["runs"] if r["status"] != "done")
+    echo(f"results: {out / SPEC_FILE} (views: sweep.csv, sweep.md, sweep.html); {len(doc['runs']) - failed} runs done")
+    if failed:
+        echo(f"{failed} runs not done (failed, or an input failed): see sweep.html; --rerun-failed retries them")
+    return 1 if failed else 0
+
+
+def estimate_line(todo: list[Job]) -> str:
+    """How long the pending jobs should take here: their work at the speed of a training step measured now."""
+    if not todo:
+        return "nothing to run"
+    rates = {}
+    seconds = 0.0
+    for job in todo:
+        if job.model not in rates:
+            rates[job.model] = seconds_per_token(*job.model)
+        seconds += job.cost * rates[job.model]
+    measured = ", ".join(f"{a} {r * 1e6:.2f} us/token" for (a, *_), r in rates.items())
+    return f"estimate: about {seconds / 60:.1f} min on {cpu_description()} (a training step measured here: {measured})"
