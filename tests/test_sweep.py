@@ -190,7 +190,7 @@ def test_a_rerun_redoes_nothing_and_a_lost_job_is_redone_alone(tiny_sweep):
 @pytest.mark.slow
 def test_a_failed_run_is_recorded_the_rest_go_on_and_rerun_failed_retries_it(tiny_sweep, monkeypatch):
     root, out, _ = tiny_sweep
-    spec = sweep_file(root, "ablate.yaml", arms=[*TINY["arms"], "ablate"])
+    spec = sweep_file(root, "ablate.yaml", arms=[*TINY["arms"], "ablate", "memsink-removed@quant:int8"])
     real_ablate = sweep_run.ablate
 
     def broken(*args, **kwargs):
@@ -208,6 +208,10 @@ def test_a_failed_run_is_recorded_the_rest_go_on_and_rerun_failed_retries_it(tin
     assert run_sweep(spec, out, echo=lines.append) == 1 and "to run: 0" in "\n".join(lines)
     monkeypatch.setattr(sweep_run, "ablate", real_ablate)
     assert run_sweep(spec, out, rerun_failed=True, echo=lines.append) == 0
+    doc = json.loads((out / "sweep.json").read_text())
+    attacked = [r for r in doc["runs"] if r["arm"] == "memsink-removed@quant:int8"]
+    assert len(attacked) == 2 and all(r["label"].endswith("@quant:int8") for r in attacked)
+    assert all("memorization.gap_closed" in r["metrics"] for r in attacked)
 
 
 @pytest.mark.slow

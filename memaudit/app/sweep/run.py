@@ -61,13 +61,14 @@ def _resolve(value: Any, inputs: dict[str, Path]) -> Any:
     return value
 
 
-def _config(cls: type, params: dict, inputs: dict[str, Path], threads: int | None) -> Any:
+def _config(cls: type, params: dict, inputs: dict[str, Path], threads: int | None, **given: Any) -> Any:
+    """The config `cls` from a job's params (paths resolved, lists as tuples), its threads, and `given` values."""
     known = {f.name for f in fields(cls)}
     values = {k: _resolve(v, inputs) for k, v in params.items() if k in known}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     if "threads" in known:
         values["threads"] = threads
-    return cls(**values)
+    return cls(**values | given)
 
 
 def _run_job(job: Job, inputs: dict[str, Path], out: Path, threads: int | None) -> None:
@@ -99,10 +100,7 @@ def _run_job(job: Job, inputs: dict[str, Path], out: Path, threads: int | None) 
         )
         write_run(results, out, force=True)
     elif job.kind == "stress":
-        cfg = _config(StressConfig, p, inputs, threads)
-        cfg = StressConfig(
-            **{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "attacks": (parse_attack(p["attack"]),)}
-        )
+        cfg = _config(StressConfig, p, inputs, threads, attacks=(parse_attack(p["attack"]),))
         before = read_results(inputs["before"])
         stress(
             inputs["model"],
