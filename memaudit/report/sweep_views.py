@@ -18,6 +18,7 @@ from memaudit.common.fileio import atomic_write_text
 from memaudit.probes.registry import headline_metrics, known, pareto_axes
 from memaudit.report.plots import _RC, _axis_label, _svg
 
+PANELS_PER_ROW = 4  # a chart per swept setting: its metrics in rows of this many panels, to fit the page
 _env = Environment(loader=PackageLoader("memaudit.report", "templates"), autoescape=select_autoescape(default=True))
 
 
@@ -141,8 +142,13 @@ def setting_svg(doc: dict, setting: str) -> str | None:
     arms = list(dict.fromkeys(s["arm"] for s in rows))
     colour = _colours(arms)
     with rc_context(_RC | {"svg.hashsalt": f"sweep-{setting}"}):
-        fig = Figure(figsize=(3.4 * len(metrics), 3.4), layout="constrained")
-        for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        cols = min(PANELS_PER_ROW, len(metrics))
+        lines = math.ceil(len(metrics) / cols)
+        fig = Figure(figsize=(3.0 * cols + 1.4, 2.8 * lines), layout="constrained")
+        axes = fig.subplots(lines, cols, squeeze=False).ravel()
+        for ax in axes[len(metrics) :]:
+            ax.set_axis_off()
+        for ax, metric in zip(axes, metrics):
             for arm in arms:
                 pts = sorted(
                     (position[_setting(s["settings"].get(setting))], s["metrics"][metric])
