@@ -8,6 +8,7 @@ Upper bounds are there so that a typo cannot ask for a run that fills the memory
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Iterable, Mapping
@@ -115,3 +116,9 @@ def default_of(config: type, name: str) -> object:
 
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """ "did you mean a or b?" for the known names closest to a mistyped one; "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=n, cutoff=cutoff)
+    return f"did you mean {' or '.join(close)}?" if close else ""

@@ -5,7 +5,6 @@ prose here explains what the groups and conventions mean."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -13,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memaudit.common.errors import MemauditError
+from memaudit.common.validation import did_you_mean
 from memaudit.probes.config import ATTACKS, DEFAULT_ATTACKS
 from memaudit.probes.registry import ABSENT_ATTACKS, AGAINST, ATTACK_DOCS, GROUPS, MIN_NONMEMBERS, Metric, listed
 
@@ -100,9 +100,10 @@ def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
     """The groups asked for (all when none), or a MemauditError naming the closest group."""
     for group in groups:
         if group not in GROUPS:
-            close = difflib.get_close_matches(group, GROUPS, n=1, cutoff=0.4)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise MemauditError(f"unknown metric group {group!r}; {hint}groups: {', '.join(GROUPS)}")
+            hint = did_you_mean(group, GROUPS, n=1, cutoff=0.4)
+            raise MemauditError(
+                f"unknown metric group {group!r}; {hint + ' ' if hint else ''}groups: {', '.join(GROUPS)}"
+            )
     return tuple(groups) or GROUPS
 
 

@@ -12,7 +12,6 @@ extraction sweep `extraction.<name>@P<n>` (the same metric from a prefix of n to
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from functools import cache, partial
 import numpy as np
 
 from memaudit.common.errors import MemauditError
+from memaudit.common.validation import did_you_mean
 from memaudit.probes.config import ATTACKS, FAMILIES, GROUPS, ScanConfig
 from memaudit.probes.inputs import MetricInputs, difference, relative
 from memaudit.probes.stats import Statistic, mean
@@ -227,9 +227,8 @@ def get_metric(name: str) -> Metric:
     m = REGISTRY.get(name) or _derived(name)
     if m is not None:
         return m
-    close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(close)}?" if close else f"; known metrics: {', '.join(sorted(REGISTRY))}"
-    raise MemauditError(f"unknown metric {name!r}{hint}")
+    hint = did_you_mean(name, REGISTRY, cutoff=0.5) or f"known metrics: {', '.join(sorted(REGISTRY))}"
+    raise MemauditError(f"unknown metric {name!r}; {hint}")
 
 
 def known(name: str) -> Metric | None:

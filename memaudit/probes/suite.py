@@ -6,12 +6,12 @@ A typo must not silently fall back to a default, so unknown keys and wrong types
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 
 import yaml
 
 from memaudit.common.errors import MemauditError
+from memaudit.common.validation import did_you_mean
 from memaudit.probes.config import ScanConfig
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -30,8 +30,8 @@ def _resolve(name_or_path: str | Path) -> Path:
         return path
     if (SUITES_DIR / f"{path.name}.yaml").is_file():
         return SUITES_DIR / f"{path.name}.yaml"
-    close = difflib.get_close_matches(path.name, suite_names(), n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    hint = did_you_mean(path.name, suite_names())
+    hint += " " if hint else ""
     raise MemauditError(
         f"unknown suite {path.name!r}; {hint}built-in suites: {', '.join(suite_names())}, or a .yaml path"
     )
@@ -74,8 +74,7 @@ def load_suite(name_or_path: str | Path) -> ScanConfig:
     settings = {"name": path.stem}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}?" if close else f"known keys: {', '.join(fields)}"
+            hint = did_you_mean(str(key), fields) or f"known keys: {', '.join(fields)}"
             raise MemauditError(f"{path}: unknown key {key!r}; {hint}")
         try:
             settings[key] = _as_field_type(key, value, fields[key])

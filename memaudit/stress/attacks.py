@@ -8,7 +8,6 @@ only, so the command line refuses a bad `--attack` before it imports torch."""
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
 from memaudit.common.precision import DEFAULT_PRECISION, check_precision
-from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_ranges, integer, number
+from memaudit.common.validation import MAX_COUNT, MAX_STEPS, SEED, Range, check_ranges, did_you_mean, integer, number
 
 QUANT_BITS = {"int8": 8, "int4": 4}  # symmetric round-to-nearest, weight only (quant.py)
 GROUP_SIZE = 128  # input columns that share one scale, per output row
@@ -67,8 +66,8 @@ def _unknown(spec: str) -> MemauditError:
     """An unknown spec, with the closest known one (written with the spec's own step count)."""
     steps = spec.rsplit(":", 1)[-1] if spec.count(":") >= 2 else "40"
     concrete = [form.replace("STEPS", steps) for form in _FORMS]
-    close = difflib.get_close_matches(spec, concrete, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]}? " if close else ""
+    hint = did_you_mean(spec, concrete, n=1, cutoff=0.5)
+    hint += " " if hint else ""
     return MemauditError(f"unknown attack {spec!r}; {hint}attacks: {', '.join(_FORMS)}")
 
 

@@ -14,7 +14,6 @@ refuses is refused here, with the setting's name, before any work starts."""
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 
 from memaudit.app.demo import FINETUNE, QUICK, QUICK_FINETUNE, DemoConfig, Pretraining
 from memaudit.common.errors import MemauditError
+from memaudit.common.validation import did_you_mean
 from memaudit.corpus.config import AuditConfig
 from memaudit.memsinks.config import EVAL_MODES, SinkConfig
 from memaudit.probes.suite import load_suite
@@ -81,8 +81,7 @@ class SweepSpec:
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
-    return f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+    return did_you_mean(name, known, n=2) or f"known: {', '.join(sorted(known))}"
 
 
 def _section_fields(section: str) -> dict[str, type]:
