@@ -77,10 +77,10 @@ def test_refusal_is_one_line_and_exit_2_and_writes_nothing(tmp_path):
 def test_an_output_dir_of_another_sweep_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "sweep.json").write_text(json.dumps({"spec": {"name": "other"}}))
+    (out / "sweep-spec.json").write_text(json.dumps({"name": "other"}))
     with pytest.raises(MemauditError, match="holds sweep 'other'"):
         run_sweep(sweep_file(tmp_path), out)
-    (out / "sweep.json").unlink()
+    (out / "sweep-spec.json").unlink()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(MemauditError, match="not a sweep's"):
         run_sweep(sweep_file(tmp_path), out)
@@ -181,7 +181,8 @@ def test_a_rerun_redoes_nothing_and_a_lost_job_is_redone_alone(tiny_sweep):
     assert run_sweep(sweep_file(root), out, echo=lines.append) == 0
     assert "to run: 0" in "\n".join(lines)
     scan = next(p for p in (out / "jobs").iterdir() if p.name.startswith("scan-"))
-    (scan / "status.json").unlink()  # as if the sweep had been killed during that scan
+    (scan / "status.json").unlink()  # as if the sweep had been killed during that scan, before its results
+    (out / "sweep.json").unlink()
     lines.clear()
     assert run_sweep(sweep_file(root), out, echo=lines.append) == 0
     assert "to run: 1" in "\n".join(lines) and sum(line.startswith("[") for line in lines) == 1

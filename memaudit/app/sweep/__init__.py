@@ -19,7 +19,8 @@ from memaudit.common.fileio import read_json, write_json
 from memaudit.common.hardware import cpu_description
 from memaudit.report.sweep_views import write_views
 
-SPEC_FILE = "sweep.json"  # the results document; its `spec` names the sweep that owns the dir
+RESULTS_FILE = "sweep.json"  # the results document
+SPEC_FILE = "sweep-spec.json"  # the sweep as last run there, written before its first job: it owns the dir
 LAUNCHERS = ("local", "submitit")
 
 
@@ -29,10 +30,10 @@ def check_out(out: Path, spec: SweepSpec) -> None:
         return
     if not out.is_dir():
         raise MemauditError(f"{out} is a file: give --out a folder for the sweep")
-    doc = out / SPEC_FILE
-    if not doc.is_file():
+    owner = out / SPEC_FILE
+    if not owner.is_file():
         raise MemauditError(f"{out} holds files that are not a sweep's (no {SPEC_FILE}): give a new or empty --out")
-    other = read_json(doc).get("spec", {}).get("name")
+    other = read_json(owner).get("name")
     if other != spec.name:
         raise MemauditError(f"{out} holds sweep {other!r}, not {spec.name!r}: give each sweep its own --out")
 
@@ -95,6 +96,7 @@ def run_sweep(
         echo(estimate_line(todo))
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SPEC_FILE, spec.to_dict() | {"source": spec.source})
     planning = time.perf_counter() - begin
     progress = Progress(len(todo), sum(j.cost for j in todo), print=echo)
     start = time.perf_counter()
@@ -106,14 +108,16 @@ def run_sweep(
     start = time.perf_counter()
     timing = {"planning_seconds": round(planning, 3), "jobs_seconds": round(jobs_seconds, 3)}
     doc = results_document(out, spec, the_plan, timing)
-    write_json(out / SPEC_FILE, doc)
+    write_json(out / RESULTS_FILE, doc)
     write_views(doc, out)
-    timing["aggregation_seconds"] = round(time.perf_counter() - start, 3)
-    write_json(out / SPEC_FILE, doc)  # with its own aggregation time
+    doc["timing"]["aggregation_seconds"] = round(time.perf_counter() - start, 3)
+    write_json(out / RESULTS_FILE, doc)  # with its own aggregation time
     for job in skipped:
         echo(f"skipped {job.label}: an input failed")
     failed = sum(1 for r in doc["runs"] if r["status"] != "done")
-    echo(f"results: {out / SPEC_FILE} (views: sweep.csv, sweep.md, sweep.html); {len(doc['runs']) - failed} runs done")
+    echo(
+        f"results: {out / RESULTS_FILE} (views: sweep.csv, sweep.md, sweep.html); {len(doc['runs']) - failed} runs done"
+    )
     if failed:
         echo(f"{failed} runs not done (failed, or an input failed): see sweep.html; --rerun-failed retries them")
     return 1 if failed else 0
