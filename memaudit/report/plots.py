@@ -34,7 +34,7 @@ from memaudit.report.robustness import RobustnessRow, robustness_rows
 
 # Text stays text (small, selectable); `$` in a model name is not math; a fixed salt per chart
 # gives the same bytes for the same document and distinct element ids across the charts.
-_RC = {
+RC = {
     "svg.fonttype": "none",
     "text.parse_math": False,
     "font.size": 9,
@@ -44,7 +44,7 @@ _RC = {
 }
 
 
-def _svg(fig: Figure) -> str:
+def svg(fig: Figure) -> str:
     """The figure at its own size: its constrained layout already keeps every label inside, so no
     tight bounding box, which would lay out and draw the whole figure once more."""
     buf = io.StringIO()
@@ -53,7 +53,7 @@ def _svg(fig: Figure) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
 
-def _axis_label(name: str) -> str:
+def axis_label(name: str) -> str:
     m = get_metric(name)
     if m.higher_is_better is None:
         return f"{name} {m.arrow}"
@@ -69,10 +69,15 @@ def _errors(entries: list[dict | None]) -> np.ndarray | None:
     return np.array(bars).T if any(b != (0, 0) for b in bars) else None
 
 
+def label_colours(labels: list[str]) -> dict[str, str]:
+    """One colour per label, in order, from one palette: a report's models, a sweep's arms."""
+    palette = [to_hex(c) for c in colormaps["tab10"].colors]
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
 def colours(doc: dict) -> dict[str, str]:
     """One colour per model, the same in every chart and in the HTML tables."""
-    palette = [to_hex(c) for c in colormaps["tab10"].colors]
-    return {run["label"]: palette[i % len(palette)] for i, run in enumerate(runs(doc))}
+    return label_colours([run["label"] for run in runs(doc)])
 
 
 def tradeoff_svg(doc: dict) -> str | None:
@@ -91,7 +96,7 @@ def tradeoff_svg(doc: dict) -> str | None:
     points = {y: rows for y, rows in points.items() if len(rows) > 1}
     if not points:
         return None
-    with rc_context(_RC | {"svg.hashsalt": "tradeoff"}):
+    with rc_context(RC | {"svg.hashsalt": "tradeoff"}):
         fig = Figure(figsize=(6.2 * len(points), 4.4), layout="constrained")
         panels = list(zip(fig.subplots(1, len(points), squeeze=False)[0], points.items()))
         for ax, (y, rows) in panels:
@@ -101,7 +106,7 @@ def tradeoff_svg(doc: dict) -> str | None:
         fig.draw_without_rendering()  # the layout, so that label placement sees the final axes
         for ax, (_, rows) in panels:
             place_labels(ax, renderer, [(run["label"], value(ex), value(ey)) for run, ex, ey in rows])
-        return _svg(fig)
+        return svg(fig)
 
 
 def _marker(doc: dict, run: dict) -> str:
@@ -135,8 +140,8 @@ def _tradeoff_panel(ax: Axes, doc: dict, x: str, y: str, rows: list[tuple[dict, 
         ax.plot(xs, ys, "--", color="#444", lw=1, zorder=0)
         ax.scatter(xs, ys, s=190, facecolors="none", edgecolors="#444", lw=1.2)
     ax.margins(x=0.22, y=0.16)  # room for the labels inside the axes
-    ax.set_xlabel(_axis_label(x))
-    ax.set_ylabel(_axis_label(y))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
     ax.grid(alpha=0.3)
 
 
@@ -214,7 +219,7 @@ def by_repeats_svg(doc: dict) -> str | None:
     if not lvls or not shown:
         return None
     colour = colours(doc)
-    with rc_context(_RC | {"svg.hashsalt": "by-repeats"}):
+    with rc_context(RC | {"svg.hashsalt": "by-repeats"}):
         fig = Figure(figsize=(5.2 * len(shown), 3.6), layout="constrained")
         for ax, name in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown):
             for run in shown_runs:
@@ -235,10 +240,10 @@ def by_repeats_svg(doc: dict) -> str | None:
                 )
             ax.set_xticks(range(len(lvls)), [level_name(lv) for lv in lvls])
             ax.set_xlabel("times in training")
-            ax.set_ylabel(_axis_label(name))
+            ax.set_ylabel(axis_label(name))
             ax.grid(alpha=0.3)
         fig.axes[0].legend(frameon=False, fontsize=8)
-        return _svg(fig)
+        return svg(fig)
 
 
 def roc_svg(doc: dict) -> str | None:
@@ -262,14 +267,14 @@ def roc_svg(doc: dict) -> str | None:
         return None
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    with rc_context(_RC | {"svg.hashsalt": "roc"}):
+    with rc_context(RC | {"svg.hashsalt": "roc"}):
         fig = Figure(figsize=(3.4 * cols, 3.3 * nrows), layout="constrained")
         axes = fig.subplots(nrows, cols, squeeze=False).ravel()
         for ax, (label, curves) in zip(axes, panels):
             _roc_panel(ax, label, curves)
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
-        return _svg(fig)
+        return svg(fig)
 
 
 def _roc_panel(ax: Axes, label: str, curves: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
@@ -299,7 +304,7 @@ def robustness_figure(doc: dict) -> Figure | None:
     gaps = [g for r in rows for g in (r.before, r.after)]
     pad = 0.06 * (max(1.0, *gaps) - min(0.0, *gaps))
     xlim = (min(0.0, *gaps) - pad, max(1.0, *gaps) + pad)  # 0 and 1 always in view, the same in every panel
-    with rc_context(_RC):
+    with rc_context(RC):
         fig = Figure(figsize=(1.6 + 3.4 * cols, (0.9 + _ROW_IN * len(models)) * nrows + 0.4), layout="constrained")
         axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
         for ax, attack in zip(axes, attacks):
@@ -334,5 +339,5 @@ def robustness_svg(doc: dict) -> str | None:
     fig = robustness_figure(doc)
     if fig is None:
         return None
-    with rc_context(_RC | {"svg.hashsalt": "robustness"}):
-        return _svg(fig)
+    with rc_context(RC | {"svg.hashsalt": "robustness"}):
+        return svg(fig)

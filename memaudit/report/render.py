@@ -325,9 +325,11 @@ def _csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(str(script).encode("utf-8")).digest()).decode() + "'"
 
 
-_env = Environment(loader=PackageLoader("memaudit.report", "templates"), autoescape=select_autoescape(default=True))
-_env.filters["fmt"] = fmt
-_env.filters["csp_hash"] = _csp_hash
+templates = Environment(
+    loader=PackageLoader("memaudit.report", "templates"), autoescape=select_autoescape(default=True)
+)
+templates.filters["fmt"] = fmt
+templates.filters["csp_hash"] = _csp_hash
 
 
 def _best(doc: dict, name: str, entries: dict[str, dict | None]) -> set[str]:
@@ -430,7 +432,7 @@ def html(doc: dict) -> str:
         "roc": plots.roc_svg(doc),
         "robustness": plots.robustness_svg(doc),
     }
-    return _env.get_template("report.html.j2").render(
+    return templates.get_template("report.html.j2").render(
         doc=doc,
         title=_title(doc).replace("`", ""),
         runs=runs(doc),

@@ -9,17 +9,15 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
-from matplotlib import colormaps, rc_context
-from matplotlib.colors import to_hex
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from memaudit.common.fileio import atomic_write_text
 from memaudit.probes.registry import headline_metrics, known, pareto_axes
-from memaudit.report.plots import _RC, _axis_label, _svg
+from memaudit.report.plots import RC, axis_label, label_colours, svg
+from memaudit.report.render import templates
 
 PANELS_PER_ROW = 4  # a chart per swept setting: its metrics in rows of this many panels, to fit the page
-_env = Environment(loader=PackageLoader("memaudit.report", "templates"), autoescape=select_autoescape(default=True))
 
 
 def mean_range(entry: dict | None, digits: int = 2) -> str:
@@ -84,11 +82,6 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _colours(arms: list[str]) -> dict[str, str]:
-    palette = [to_hex(c) for c in colormaps["tab10"].colors]
-    return {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
-
-
 def _bars(e: dict) -> list[list[float]]:
     return [[e["mean"] - e["min"]], [e["max"] - e["mean"]]]
 
@@ -98,11 +91,11 @@ def tradeoff_svg(doc: dict) -> str | None:
     mean over seeds, bars spanning the range over seeds."""
     x, ys = pareto_axes()
     arms = list(dict.fromkeys(s["arm"] for s in doc["summary"]))
-    colour = _colours(arms)
+    colour = label_colours(arms)
     ys = [y for y in ys if any(y in s["metrics"] and x in s["metrics"] for s in doc["summary"])]
     if not ys:
         return None
-    with rc_context(_RC | {"svg.hashsalt": "sweep-tradeoff"}):
+    with rc_context(RC | {"svg.hashsalt": "sweep-tradeoff"}):
         fig = Figure(figsize=(6.2 * len(ys), 4.4), layout="constrained")
         for ax, y in zip(fig.subplots(1, len(ys), squeeze=False)[0], ys):
             for s in doc["summary"]:
@@ -119,12 +112,12 @@ def tradeoff_svg(doc: dict) -> str | None:
                         elinewidth=0.8,
                         alpha=0.85,
                     )
-            ax.set_xlabel(_axis_label(x))
-            ax.set_ylabel(_axis_label(y))
+            ax.set_xlabel(axis_label(x))
+            ax.set_ylabel(axis_label(y))
             ax.grid(alpha=0.3)
         handles = [ax.plot([], [], "o", color=colour[a], label=a)[0] for a in arms]
         fig.legend(handles=handles, loc="outside right center", frameon=False)
-        return _svg(fig)
+        return svg(fig)
 
 
 def setting_svg(doc: dict, setting: str) -> str | None:
@@ -140,8 +133,8 @@ def setting_svg(doc: dict, setting: str) -> str | None:
     numeric = all(_is_number(v) for v in values)
     position = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
     arms = list(dict.fromkeys(s["arm"] for s in rows))
-    colour = _colours(arms)
-    with rc_context(_RC | {"svg.hashsalt": f"sweep-{setting}"}):
+    colour = label_colours(arms)
+    with rc_context(RC | {"svg.hashsalt": f"sweep-{setting}"}):
         cols = min(PANELS_PER_ROW, len(metrics))
         lines = math.ceil(len(metrics) / cols)
         fig = Figure(figsize=(3.0 * cols + 1.4, 2.8 * lines), layout="constrained")
@@ -162,14 +155,14 @@ def setting_svg(doc: dict, setting: str) -> str | None:
                 ax.fill_between(
                     xs, [e["min"] for _, e in pts], [e["max"] for _, e in pts], color=colour[arm], alpha=0.15
                 )
-            ax.set_title(_axis_label(metric), fontsize=8)
+            ax.set_title(axis_label(metric), fontsize=8)
             ax.set_xlabel(setting)
             if not numeric:
                 ax.set_xticks(list(position.values()), list(position))
             ax.grid(alpha=0.3)
         handles, labels = fig.axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right center", frameon=False)
-        return _svg(fig)
+        return svg(fig)
 
 
 def _is_number(text: str) -> bool:
@@ -207,7 +200,7 @@ def html(doc: dict) -> str:
     """One self-contained page: the headline table, the trade-off chart, a chart per swept setting."""
     head, rows = table(doc)
     charts = [c for c in [tradeoff_svg(doc), *(setting_svg(doc, n) for n in doc["swept"])] if c]
-    return _env.get_template("sweep.html.j2").render(
+    return templates.get_template("sweep.html.j2").render(
         name=doc["spec"]["name"],
         description=doc["spec"].get("description"),
         machine=doc["machine"],

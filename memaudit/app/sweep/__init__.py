@@ -38,9 +38,9 @@ def check_out(out: Path, spec: SweepSpec) -> None:
         raise MemauditError(f"{out} holds sweep {other!r}, not {spec.name!r}: give each sweep its own --out")
 
 
-def describe(the_plan: Plan, spec: SweepSpec, out: Path, rerun_failed: bool) -> list[str]:
-    """What the sweep will do: its runs, its jobs by kind, what is shared and what is done already."""
-    todo, failed, blocked = pending(out, the_plan, rerun_failed)
+def describe(the_plan: Plan, spec: SweepSpec, todo: list[Job], failed: list[Job], blocked: list[Job]) -> list[str]:
+    """What the sweep will do: its runs, its jobs by kind, what is shared and what is done already (`pending`'s
+    three lists)."""
     kinds = Counter(j.kind for j in the_plan.jobs.values())
     uses = Counter(key for r in the_plan.runs for key in _closure(the_plan, r.job))
     shared = sum(1 for k, n in uses.items() if n > 1)
@@ -89,9 +89,9 @@ def run_sweep(
     spec = load_spec(spec_path, parse_sets(sets))
     the_plan = plan_sweep(spec)
     check_out(out, spec)
-    for line in describe(the_plan, spec, out, rerun_failed):
+    todo, failed, blocked = pending(out, the_plan, rerun_failed)
+    for line in describe(the_plan, spec, todo, failed, blocked):
         echo(line)
-    todo, _, _ = pending(out, the_plan, rerun_failed)
     if dry_run:
         echo(estimate_line(todo))
         return 0
@@ -108,19 +108,19 @@ def run_sweep(
     start = time.perf_counter()
     timing = {"planning_seconds": round(planning, 3), "jobs_seconds": round(jobs_seconds, 3)}
     doc = results_document(out, spec, the_plan, timing)
-    write_json(out / RESULTS_FILE, doc)
     write_views(doc, out)
     doc["timing"]["aggregation_seconds"] = round(time.perf_counter() - start, 3)
-    write_json(out / RESULTS_FILE, doc)  # with its own aggregation time
+    write_json(out / RESULTS_FILE, doc)
     for job in skipped:
         echo(f"skipped {job.label}: an input failed")
-    failed = sum(1 for r in doc["runs"] if r["status"] != "done")
+    not_done = sum(1 for r in doc["runs"] if r["status"] != "done")
     echo(
-        f"results: {out / RESULTS_FILE} (views: sweep.csv, sweep.md, sweep.html); {len(doc['runs']) - failed} runs done"
+        f"results: {out / RESULTS_FILE} (views: sweep.csv, sweep.md, sweep.html); "
+        f"{len(doc['runs']) - not_done} runs done"
     )
-    if failed:
-        echo(f"{failed} runs not done (failed, or an input failed): see sweep.html; --rerun-failed retries them")
-    return 1 if failed else 0
+    if not_done:
+        echo(f"{not_done} runs not done (failed, or an input failed): see sweep.html; --rerun-failed retries them")
+    return 1 if not_done else 0
 
 
 def estimate_line(todo: list[Job]) -> str:

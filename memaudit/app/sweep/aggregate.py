@@ -64,7 +64,7 @@ def _seed_runs(out: Path, the_plan: Plan, runs: list[Run]) -> list[dict]:
         elif problem:  # e.g. relearn:forget-half scans the members it did not relearn: another audit set
             record["oracle_note"] = f"not compared with the oracle: {problem}"
         else:
-            oracle = compare_to_oracle(dirs[record["arm"]], dirs["oracle"])
+            oracle = compare_to_oracle(run, by_arm["oracle"])  # the results compare_runs has read already
             metrics |= oracle["metrics"]
             if _is_removal(record["arm"], run):
                 record["verdicts"] = oracle["verdicts"]

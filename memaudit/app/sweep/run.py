@@ -271,7 +271,8 @@ def run_submitit(
     for job in remaining:  # workers read the job from its file
         write_job(out, job)
     while remaining:
-        ready = [j for j in remaining if all(k not in {r.key for r in remaining} for k in j.inputs.values())]
+        waiting = {j.key for j in remaining}
+        ready = [j for j in remaining if waiting.isdisjoint(j.inputs.values())]
         runnable = [j for j in ready if not _blocked(out, j, the_plan)]
         skipped += [j for j in ready if j not in runnable]
         with executor.batch():

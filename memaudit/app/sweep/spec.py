@@ -84,8 +84,9 @@ def _did_you_mean(name: str, known: list[str]) -> str:
     return did_you_mean(name, known, n=2) or f"known: {', '.join(sorted(known))}"
 
 
-def _section_fields(section: str) -> dict[str, type]:
-    """The settings a prefix takes: the fields of its config (less the seed, set by `seeds:`)."""
+def _section_fields(section: str) -> set[str]:
+    """The settings a prefix takes: the fields of its config (less those the arms and the seeds set), and its
+    EXTRA_SETTINGS."""
     configs = {
         "data": AuditConfig,
         "train": TrainConfig,
@@ -96,7 +97,7 @@ def _section_fields(section: str) -> dict[str, type]:
     }
     skip = {SEED_FIELD, "sinks", "init", "no_repeats", "method", "attacks"}  # set by the arms and the seeds
     names = {f.name for f in fields(configs[section])} - skip if section in configs else set()
-    return {f"{section}.{n}": object for n in names} | {k: object for k in EXTRA_SETTINGS if k.startswith(section)}
+    return {f"{section}.{n}" for n in names} | {k for k in EXTRA_SETTINGS if k.startswith(f"{section}.")}
 
 
 SECTIONS = ("data", "train", "sinks", "unlearn", "ablate", "scan", "stress", "pretrain")
