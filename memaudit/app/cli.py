@@ -314,6 +314,12 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     ),
 )
 @click.option(
+    "--route-repeated",
+    is_flag=True,
+    help="With --sinks: the loss on an id that occurs more than once trains only its sinks, never the shared "
+    "weights (gradient routing), so that removal leaves weights that never learned from the repeats.",
+)
+@click.option(
     "--exclude-ids",
     metavar="IDS",
     help="Leave these comma-separated document ids (or owners, for a data dir built with --id-field) out of "
@@ -347,6 +353,7 @@ def train(
     groups: int,
     k: int,
     id_noise: float,
+    route_repeated: bool,
     exclude_ids: str | None,
     sink_units: str,
     resume: bool,
@@ -366,7 +373,15 @@ def train(
       memaudit train --data data/austen --out models/sparse --sinks 0.7,0.3 --sink-scheme sparse --sink-k 8
       accelerate launch --multi_gpu --num_processes 2 -m memaudit train ...   (several processes; on CPU too)
     """
-    sink_config = SinkConfig.parse(sinks, sink_units=sink_units, scheme=scheme, groups=groups, k=k, id_noise=id_noise)
+    sink_config = SinkConfig.parse(
+        sinks,
+        sink_units=sink_units,
+        scheme=scheme,
+        groups=groups,
+        k=k,
+        id_noise=id_noise,
+        route_repeated=route_repeated,
+    )
     config = TrainConfig(
         sinks=sink_config,
         exclude_ids=tuple(parse_ids(exclude_ids)) if exclude_ids else (),

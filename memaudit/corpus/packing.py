@@ -34,6 +34,8 @@ class PackedStream:
         self.occurrences = np.repeat(np.arange(len(self.docs)), repeats)
         self.seq_len, self.seed = seq_len, seed
         self.occurrence_ids = self._occurrence_ids(id_noise)
+        unique, counts = np.unique(self.occurrence_ids, return_counts=True)
+        self.repeated_ids = unique[counts > 1]  # ids that occur more than once an epoch (after the id noise)
         self.tokens_per_epoch = int(sum(len(self.docs[i]) for i in self.occurrences))
         self.blocks_per_epoch = self.tokens_per_epoch // seq_len
         if self.blocks_per_epoch == 0:
@@ -65,6 +67,10 @@ class PackedStream:
             shape = (self.blocks_per_epoch, self.seq_len)
             self._epoch, self._blocks = epoch, (tokens[:n].reshape(shape), ids[:n].reshape(shape))
         return self._blocks
+
+    def is_repeated(self, ids: np.ndarray) -> np.ndarray:
+        """bool, per id: whether it occurs more than once an epoch (what `SinkConfig.route_repeated` routes)."""
+        return np.isin(ids, self.repeated_ids)
 
     def batch(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Blocks start..start+size-1 of the endless stream of epochs."""

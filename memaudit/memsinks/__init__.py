@@ -13,7 +13,9 @@ Hugging Face causal LM, give every token its document's id, train with anything,
 others' back. The other names: `SinkConfig` (G, P, scheme), `SCHEMES` and `EVAL_MODES` (the mask schemes and
 what the pool does in a forward, each with its summary), `Sinks` (the hooks), `hash_mask`, `disjoint_mask` and
 `sparse_mask` (which sinks an id switches on), `add_sink_units` (new sink units on a pretrained model),
-`FrozenBase` (train only those), `find_mlps` and `LAYOUTS` (where each supported family keeps its MLP units).
+`FrozenBase` (train only those), `split_token_loss` and `SinkGradients` (route the loss on repeated documents
+to their sinks only, as `SinkConfig.route_repeated` does in `memaudit train`), `find_mlps` and `LAYOUTS`
+(where each supported family keeps its MLP units).
 
 Names are imported on first use, so the command line reads `memaudit.memsinks.config` without torch."""
 
@@ -33,6 +35,8 @@ _API = {
     "prune_sink_units": "memaudit.memsinks.surgery",
     "reattach_sinks": "memaudit.memsinks.surgery",
     "FrozenBase": "memaudit.memsinks.freeze",
+    "SinkGradients": "memaudit.memsinks.routing",
+    "split_token_loss": "memaudit.memsinks.routing",
     "attach_sinks": "memaudit.memsinks.api",
     "pack_documents": "memaudit.memsinks.api",
     "DocIdCollator": "memaudit.memsinks.api",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
+from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_flag, check_ranges, integer, number
 
 # scheme -> what it does (the masks themselves: memaudit.memsinks.masks.hash_mask / disjoint_mask / sparse_mask)
 SCHEMES: dict[str, str] = {
@@ -58,6 +58,10 @@ class SinkConfig:
     # Training only, not the masks: the chance that an occurrence of an id that occurs more than once in the packed
     # stream trains under a fresh random id instead (the paper's robustness to wrong ids); drawn from the seed.
     id_noise: float = 0.0
+    # Training only: the loss on an id that occurs more than once in the packed stream (a repeated document, a
+    # near-duplicate cluster, an owner's records) trains only its sinks (memaudit.memsinks.routing), so that
+    # dropping the sinks leaves shared weights that never learned from its repeats.
+    route_repeated: bool = False
 
     RANGES: ClassVar[dict[str, Range]] = {
         "shared_fraction": number(0, 1, low_open=True, high_open=True),
@@ -71,6 +75,7 @@ class SinkConfig:
     def __post_init__(self) -> None:
         check_ranges(self, self.RANGES)
         check_choice("sink scheme", self.scheme, SCHEMES)
+        check_flag("route_repeated", self.route_repeated)
 
     def to_dict(self) -> dict:
         """The settings as memaudit.json records them."""
@@ -101,6 +106,8 @@ class SinkConfig:
                 raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
             if settings.get("id_noise"):
                 raise MemauditError("id_noise gives sinks wrong ids: pass `sinks` G,P too")
+            if settings.get("route_repeated"):
+                raise MemauditError("route_repeated trains repeats into their sinks: pass `sinks` G,P too")
             return None
         try:
             g, p = (float(v) for v in value.split(","))

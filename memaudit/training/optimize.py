@@ -50,6 +50,10 @@ class StepOutput:
     loss: torch.Tensor
     tokens: int
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Routing (memaudit.memsinks.routing): the loss back-propagated is only part of the step's loss, whose value
+    # is `logged_loss`, and `after_backward` adds the gradients of the rest before clipping.
+    logged_loss: torch.Tensor | None = None
+    after_backward: Callable[[], None] | None = None
 
 
 StepFn = Callable[[torch.nn.Module, int], StepOutput]  # (prepared model, step index) -> StepOutput
@@ -276,11 +280,14 @@ def _step(accelerator, model, optimizer, scheduler, step_fn: StepFn, step: int, 
     with accelerator.autocast():
         out = step_fn(model, step)
     accelerator.backward(out.loss)
+    if out.after_backward is not None:
+        out.after_backward()
     accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    values = [out.loss.detach().float(), torch.tensor(float(out.tokens), device=out.loss.device)]
+    loss = out.loss if out.logged_loss is None else out.logged_loss
+    values = [loss.detach().float(), torch.tensor(float(out.tokens), device=loss.device)]
     values += [v.detach().float() for v in out.logs.values()]
     reduced = accelerator.reduce(torch.stack(values), reduction="mean").tolist()
     if not math.isfinite(reduced[0]):

@@ -18,6 +18,7 @@ from memaudit.corpus.audit import AuditSet, resolve_sink_ids, sink_id
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.memsinks.config import DEFAULT_EVAL_MODE
+from memaudit.memsinks.routing import SinkGradients, split_token_loss
 from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import build_config, build_model, context_length, n_params
 from memaudit.training.config import TrainConfig
@@ -147,15 +148,25 @@ def _initial_model(
 
 def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Accelerator) -> StepFn:
     """Next-token loss on this process's share of the step's packed sequences, with each
-    token's document (or owner) switching its sinks on in a MemSink run."""
+    token's document (or owner) switching its sinks on in a MemSink run; with `route_repeated`, the loss
+    on repeated ids trains only their sinks (memaudit.memsinks.routing)."""
     local = cfg.batch_size // accelerator.num_processes
+    routing = SinkGradients(sinks) if sinks is not None and sinks.config.route_repeated else None
+    reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if accelerator.num_processes > 1 else None
 
     def step(model: torch.nn.Module, index: int) -> StepOutput:
         tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
         tokens = torch.from_numpy(tokens).to(accelerator.device)
         if sinks is not None:
             sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
-        return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
+        if routing is None:
+            return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
+        routed = torch.from_numpy(stream.is_repeated(ids)).to(accelerator.device)
+        kept, routed_loss = split_token_loss(model(input_ids=tokens).logits, tokens, routed)
+        if routed_loss is None:
+            return StepOutput(kept, tokens.numel())
+        add = routing.of(routed_loss, reduce)
+        return StepOutput(kept, tokens.numel(), logged_loss=kept + routed_loss, after_backward=add)
 
     return step
 

@@ -1,0 +1,77 @@
+"""Routing the repeats to their sinks (`SinkConfig.route_repeated`): the loss on the tokens of a document that
+occurs more than once trains only that document's sink units, never the shared units, attention, embeddings or
+LM head. It is gradient routing (Cloud et al., 2024, "Gradient Routing: Masking Gradients to Localize
+Computation in Neural Networks") applied to MemSinks' sinks: in the plain method every repeat also trains the
+shared units, which keep part of the memorization after the sinks are dropped, so that a membership test still
+tells members from held-out text. With routing, what the shared units learn from a repeated document is only
+what flows back to them through the other documents' loss (their attention to it in a packed block).
+
+One forward, two backward passes: the routed tokens' loss is differentiated first, with respect to the MLP
+tensors only, and its sink slices are added to the gradients after the ordinary backward of the rest of the
+loss. The second pass computes no weight gradients outside the MLPs, so it costs less than a full backward;
+docs/results.md has its measured step time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from memaudit.memsinks.layouts import unit_dim
+from memaudit.memsinks.sinks import Sinks
+
+
+def split_token_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, routed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next-token cross-entropy, summed separately over the targets that are not routed and those that are (None
+    when none is), each divided by the number of all targets, so that their sum is the usual mean loss. A target is
+    routed when the token it predicts is (`routed`, bool [batch, seq], per token of `tokens`)."""
+    losses = nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
+    )
+    target_routed = routed[:, 1:].flatten()
+    n = losses.numel()
+    kept = losses.masked_fill(target_routed, 0).sum() / n
+    return kept, (losses.masked_fill(~target_routed, 0).sum() / n if target_routed.any() else None)
+
+
+class SinkGradients:
+    """The sink slices of the MLP tensors (up/gate projections: weight and bias rows of the pool; the down
+    projection: its pool columns; not its bias, which every unit feeds), and the gradient of a loss that only
+    they may learn from."""
+
+    def __init__(self, sinks: Sinks) -> None:
+        self.slices: list[tuple[nn.Parameter, int]] = []  # (tensor, dimension that indexes hidden units)
+        for mlp in sinks.mlps:
+            for name in (*sinks.layout.up, sinks.layout.down):
+                module = getattr(mlp, name)
+                outputs = name != sinks.layout.down
+                self.slices.append((module.weight, unit_dim(module, outputs)))
+                if outputs and module.bias is not None:
+                    self.slices.append((module.bias, 0))
+        self.start, self.width = sinks.n_shared, sinks.n_sink
+
+    def of(
+        self, loss: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Callable[[], None]:
+        """Differentiate `loss` now (keeping the graph for the backward of the rest of the loss) and return what
+        adds its sink slices to the tensors' gradients once that backward has run. `reduce` averages a gradient
+        over the processes of a distributed run, as DDP does for the ordinary backward."""
+        tensors = [t for t, _ in self.slices]
+        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        pieces = [
+            (t, dim, g.narrow(dim, self.start, self.width))
+            for (t, dim), g in zip(self.slices, grads, strict=True)
+            if g is not None
+        ]
+
+        def add() -> None:
+            for tensor, dim, piece in pieces:
+                piece = reduce(piece) if reduce is not None else piece
+                if tensor.grad is None:
+                    tensor.grad = torch.zeros_like(tensor)
+                tensor.grad.narrow(dim, self.start, self.width).add_(piece)
+
+        return add

@@ -1,0 +1,127 @@
+"""Routing the repeats to their sinks (`SinkConfig.route_repeated`): the loss on a repeated id trains only its sink
+units. The gradients are checked against two ordinary backward passes (the whole loss, and the loss without the
+routed targets), and the training run against what it must record and leave untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from memaudit.app.cli import main
+from memaudit.common.errors import MemauditError
+from memaudit.corpus.packing import PackedStream
+from memaudit.memsinks import attach_sinks
+from memaudit.memsinks.config import SinkConfig
+from memaudit.memsinks.routing import SinkGradients, split_token_loss
+from memaudit.models.io import load_model
+from tests.helpers import TOKENS, assert_one_line_error, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# Per token of TOKENS [2, 12]: which document it belongs to, and whether that document is routed.
+DOC_IDS = torch.tensor([[5] * 4 + [9] * 8, [9] * 3 + [11] * 9])
+ROUTED = DOC_IDS == 9
+
+
+def gradients(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def sink_part(model: torch.nn.Module, sinks) -> dict[str, torch.Tensor]:
+    """Per parameter: a bool mask of the entries that belong to sink units."""
+    slices = {id(t): dim for t, dim in SinkGradients(sinks).slices}
+    out = {}
+    for name, p in model.named_parameters():
+        mask = torch.zeros_like(p, dtype=torch.bool)
+        if id(p) in slices:
+            mask.narrow(slices[id(p)], sinks.n_shared, sinks.n_sink).fill_(True)
+        out[name] = mask
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_routed_loss_reaches_only_sink_units_and_the_rest_is_an_ordinary_backward(arch: str) -> None:
+    """Sink slices get the whole loss's gradient; every other entry (attention, embeddings, LM head, shared MLP
+    units, the down projection's bias) gets the gradient of the loss without the routed targets, exactly."""
+    model = tiny_model(arch)  # in eval mode: no dropout, so the three forwards are the same function
+    sinks = attach_sinks(model, SinkConfig())
+
+    def forward():
+        sinks.set_doc_ids(DOC_IDS)
+        return split_token_loss(model(TOKENS).logits, TOKENS, ROUTED)
+
+    kept, routed = forward()
+    whole = gradients(model, kept + routed)
+    kept, _ = forward()
+    without = gradients(model, kept)
+
+    model.zero_grad(set_to_none=True)
+    kept, routed = forward()
+    add = SinkGradients(sinks).of(routed)
+    kept.backward()
+    add()
+    sink = sink_part(model, sinks)
+    assert any(m.any() for m in sink.values())
+    for name, p in model.named_parameters():
+        expected = torch.where(sink[name], whole[name], without[name])
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7, msg=name)
+    # The routed loss did move something: the sink slices differ from the loss without it.
+    assert any(not torch.allclose(whole[n][m], without[n][m]) for n, m in sink.items() if m.any())
+
+
+def test_split_loss_adds_up_to_the_models_own_loss() -> None:
+    model = tiny_model("gpt2")
+    with torch.no_grad():
+        out = model(TOKENS, labels=TOKENS)
+        kept, routed = split_token_loss(out.logits, TOKENS, ROUTED)
+        assert float(kept + routed) == pytest.approx(float(out.loss), rel=1e-6)
+        alone, none = split_token_loss(out.logits, TOKENS, torch.zeros_like(ROUTED))
+    assert none is None and float(alone) == pytest.approx(float(out.loss), rel=1e-6)
+
+
+def test_the_stream_routes_ids_that_occur_more_than_once_an_epoch() -> None:
+    docs = [[1, 2, 3]] * 4
+    stream = PackedStream(docs, [7, 8, 9, 10], [1, 3, 1, 2], eos_id=0, seq_len=4, seed=0)
+    assert stream.is_repeated(np.array([[7, 8, 9, 10]])).tolist() == [[False, True, False, True]]
+    # Id noise gives copies fresh ids, seen once: they are not routed (the paper's test of wrong ids).
+    noisy = PackedStream(docs, [7, 8, 9, 10], [1, 3, 1, 2], eos_id=0, seq_len=4, seed=0, id_noise=1.0)
+    assert noisy.is_repeated(noisy.occurrence_ids).sum() == 0
+
+
+def test_route_repeated_is_checked_and_needs_sinks() -> None:
+    with pytest.raises(MemauditError, match="route_repeated must be True or False"):
+        SinkConfig(route_repeated="yes")
+    with pytest.raises(MemauditError, match="route_repeated trains repeats into their sinks: pass `sinks` G,P too"):
+        SinkConfig.parse(None, route_repeated=True)
+    assert SinkConfig.parse("0.7,0.3", route_repeated=True).route_repeated
+
+
+def test_train_routes_repeats_and_records_it(tiny_data: Path, tmp_path: Path) -> None:
+    """A routed MemSink run trains, records the setting, and differs from the same run unrouted only where the
+    repeats' gradient went: every weight moved, since the natural text still trains everything."""
+    runner = CliRunner()
+    common = ["train", "--data", str(tiny_data), "--arch", "gpt2-1m", "--steps", "3", "--batch-size", "2"]
+    common += ["--precision", "fp32", "--threads", "1", "--eval-every", "3", "--sinks", "0.7,0.3"]
+    for name, extra in (("routed", ["--route-repeated"]), ("plain", [])):
+        result = runner.invoke(main, [*common, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "routed" / "memaudit.json").read_text())
+    assert meta["sinks"]["route_repeated"] is True and np.isfinite(meta["final"]["train_loss"])
+    routed, plain = (load_model(tmp_path / name).model for name in ("routed", "plain"))
+    routed_wte, plain_wte = routed.transformer.wte.weight, plain.transformer.wte.weight
+    assert not torch.equal(routed_wte, plain_wte)
+
+
+def test_route_repeated_without_sinks_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "m"), "--steps", "2", "--route-repeated"]
+    )
+    assert_one_line_error(result, "--route-repeated trains repeats into their sinks: pass --sinks G,P too")
+    assert not (tmp_path / "m").exists()
