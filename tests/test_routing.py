@@ -76,13 +76,15 @@ def test_routed_loss_reaches_only_sink_units_and_the_rest_is_an_ordinary_backwar
     assert any(not torch.allclose(whole[n][m], without[n][m]) for n, m in sink.items() if m.any())
 
 
-def test_split_loss_adds_up_to_the_models_own_loss() -> None:
+def test_split_loss_adds_up_to_the_models_own_loss_padding_included() -> None:
     model = tiny_model("gpt2")
+    labels = TOKENS.clone()
+    labels[1, 9:] = -100  # padding, which transformers' loss skips
     with torch.no_grad():
-        out = model(TOKENS, labels=TOKENS)
-        kept, routed = split_token_loss(out.logits, TOKENS, ROUTED)
+        out = model(TOKENS, labels=labels)
+        kept, routed = split_token_loss(out.logits, labels, ROUTED)
         assert float(kept + routed) == pytest.approx(float(out.loss), rel=1e-6)
-        alone, none = split_token_loss(out.logits, TOKENS, torch.zeros_like(ROUTED))
+        alone, none = split_token_loss(out.logits, labels, torch.zeros_like(ROUTED))
     assert none is None and float(alone) == pytest.approx(float(out.loss), rel=1e-6)
 
 

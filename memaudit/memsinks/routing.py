@@ -19,20 +19,23 @@ import torch
 from torch import nn
 
 from memaudit.memsinks.layouts import unit_dim
+from memaudit.memsinks.api import IGNORE_INDEX
 from memaudit.memsinks.sinks import Sinks
 
 
 def split_token_loss(
-    logits: torch.Tensor, tokens: torch.Tensor, routed: torch.Tensor
+    logits: torch.Tensor, labels: torch.Tensor, routed: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next-token cross-entropy, summed separately over the targets that are not routed and those that are (None
-    when none is), each divided by the number of all targets, so that their sum is the usual mean loss. A target is
-    routed when the token it predicts is (`routed`, bool [batch, seq], per token of `tokens`)."""
+    """Next-token cross-entropy as transformers computes it from `labels` (shifted inside; -100 is ignored), summed
+    separately over the targets that are not routed and those that are (None when none is), each divided by the
+    number of all targets, so that their sum is the model's usual loss. A target is routed when the token it
+    predicts is (`routed`, bool [batch, seq], per position of `labels`)."""
+    targets = labels[:, 1:].flatten()
     losses = nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none"
+        logits[:, :-1].flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    target_routed = routed[:, 1:].flatten()
-    n = losses.numel()
+    target_routed = routed[:, 1:].flatten() & (targets != IGNORE_INDEX)
+    n = (targets != IGNORE_INDEX).sum().clamp(min=1)
     kept = losses.masked_fill(target_routed, 0).sum() / n
     return kept, (losses.masked_fill(~target_routed, 0).sum() / n if target_routed.any() else None)
 
