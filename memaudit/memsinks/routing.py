@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from memaudit.memsinks.layouts import unit_dim
 from memaudit.memsinks.api import IGNORE_INDEX
+from memaudit.memsinks.layouts import unit_dim
 from memaudit.memsinks.sinks import Sinks
 
 
