@@ -1,5 +1,5 @@
-"""Routing the repeats to their sinks (`SinkConfig.route_repeated`): the loss on a repeated id trains only its sink
-units. The gradients are checked against two ordinary backward passes (the whole loss, and the loss without the
+"""Routing the repeats to their sinks (`SinkConfig.route`, `sinks_for`): the loss on a repeated id (or on its later
+copies) trains only its sink units. The gradients are checked against two ordinary backward passes (the whole loss, and the loss without the
 routed targets), and the training run against what it must record and leave untouched."""
 
 from __future__ import annotations
@@ -88,42 +88,73 @@ def test_split_loss_adds_up_to_the_models_own_loss_padding_included() -> None:
     assert none is None and float(alone) == pytest.approx(float(out.loss), rel=1e-6)
 
 
-def test_the_stream_routes_ids_that_occur_more_than_once_an_epoch() -> None:
+def test_the_stream_marks_repeated_ids_and_later_copies() -> None:
     docs = [[1, 2, 3]] * 4
     stream = PackedStream(docs, [7, 8, 9, 10], [1, 3, 1, 2], eos_id=0, seq_len=4, seed=0)
     assert stream.is_repeated(np.array([[7, 8, 9, 10]])).tolist() == [[False, True, False, True]]
+    # Per epoch, each id's first occurrence is not a later copy, and every other one is.
+    blocks = stream.blocks_per_epoch
+    for epoch in range(3):
+        ids, later = stream.batch(epoch * blocks, blocks)[1], stream.later_copies(epoch * blocks, blocks)
+        occurrences = ids.reshape(-1)[::4], later.reshape(-1)[::4]  # one row per occurrence: 3 tokens and <eos>
+        seen = set()
+        for doc_id, is_later in zip(*occurrences):
+            assert is_later == (doc_id in seen)
+            seen.add(doc_id)
+        assert (later.reshape(-1, 4) == later.reshape(-1, 4)[:, :1]).all()  # a whole occurrence at once
     # Id noise gives copies fresh ids, seen once: they are not routed (the paper's test of wrong ids).
     noisy = PackedStream(docs, [7, 8, 9, 10], [1, 3, 1, 2], eos_id=0, seq_len=4, seed=0, id_noise=1.0)
     assert noisy.is_repeated(noisy.occurrence_ids).sum() == 0
+    assert not noisy.later_copies(0, noisy.blocks_per_epoch).any()
 
 
-def test_route_repeated_is_checked_and_needs_sinks() -> None:
-    with pytest.raises(MemauditError, match="route_repeated must be True or False"):
-        SinkConfig(route_repeated="yes")
-    with pytest.raises(MemauditError, match="route_repeated trains repeats into their sinks: pass `sinks` G,P too"):
-        SinkConfig.parse(None, route_repeated=True)
-    assert SinkConfig.parse("0.7,0.3", route_repeated=True).route_repeated
+def test_tokens_without_sinks_run_with_the_pool_off() -> None:
+    model = tiny_model("gpt2")
+    sinks = attach_sinks(model, SinkConfig())
+    with torch.no_grad():
+        sinks.set_doc_ids(DOC_IDS, without_sinks=~ROUTED)
+        mixed = model(TOKENS).logits
+        sinks.mode = "off"
+        off = model(TOKENS).logits
+        sinks.mode = "own"
+        sinks.set_doc_ids(DOC_IDS)
+        own = model(TOKENS).logits
+    # Row 1 starts with routed tokens: with its own sinks there; the first row's first document has none.
+    torch.testing.assert_close(mixed[1, :3], own[1, :3])
+    torch.testing.assert_close(mixed[0, :4], off[0, :4])
+    assert not torch.allclose(mixed[0, :4], own[0, :4])
 
 
-def test_train_routes_repeats_and_records_it(tiny_data: Path, tmp_path: Path) -> None:
-    """A routed MemSink run trains, records the setting, and differs from the same run unrouted only where the
-    repeats' gradient went: every weight moved, since the natural text still trains everything."""
+def test_routing_settings_are_checked_and_need_sinks() -> None:
+    with pytest.raises(MemauditError, match="unknown route .yes.; use one of none, all, copies"):
+        SinkConfig(route="yes")
+    with pytest.raises(MemauditError, match="unknown sinks_for .some.; use one of all, repeated"):
+        SinkConfig(sinks_for="some")
+    with pytest.raises(MemauditError, match="route says how repeats train their sinks: pass `sinks` G,P too"):
+        SinkConfig.parse(None, route="all")
+    assert SinkConfig.parse("0.7,0.3", route="copies", sinks_for="repeated").route == "copies"
+
+
+@pytest.mark.parametrize(("route", "sinks_for"), [("all", "all"), ("copies", "repeated")])
+def test_train_routes_repeats_and_records_it(tiny_data: Path, tmp_path: Path, route: str, sinks_for: str) -> None:
+    """A routed MemSink run trains, records its settings, and differs from the same run unrouted."""
     runner = CliRunner()
     common = ["train", "--data", str(tiny_data), "--arch", "gpt2-1m", "--steps", "3", "--batch-size", "2"]
     common += ["--precision", "fp32", "--threads", "1", "--eval-every", "3", "--sinks", "0.7,0.3"]
-    for name, extra in (("routed", ["--route-repeated"]), ("plain", [])):
+    routed_args = ["--route", route, "--sinks-for", sinks_for]
+    for name, extra in (("routed", routed_args), ("plain", [])):
         result = runner.invoke(main, [*common, "--out", str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "routed" / "memaudit.json").read_text())
-    assert meta["sinks"]["route_repeated"] is True and np.isfinite(meta["final"]["train_loss"])
+    assert (meta["sinks"]["route"], meta["sinks"]["sinks_for"]) == (route, sinks_for)
+    assert np.isfinite(meta["final"]["train_loss"])
     routed, plain = (load_model(tmp_path / name).model for name in ("routed", "plain"))
-    routed_wte, plain_wte = routed.transformer.wte.weight, plain.transformer.wte.weight
-    assert not torch.equal(routed_wte, plain_wte)
+    assert not torch.equal(routed.transformer.wte.weight, plain.transformer.wte.weight)
 
 
-def test_route_repeated_without_sinks_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+def test_routing_without_sinks_is_refused(tiny_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "m"), "--steps", "2", "--route-repeated"]
+        main, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "m"), "--steps", "2", "--route", "all"]
     )
-    assert_one_line_error(result, "--route-repeated trains repeats into their sinks: pass --sinks G,P too")
+    assert_one_line_error(result, "--route says how repeats train their sinks: pass --sinks G,P too")
     assert not (tmp_path / "m").exists()

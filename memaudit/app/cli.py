@@ -21,7 +21,15 @@ from memaudit.common.precision import DEFAULT_PRECISION, PRECISIONS
 from memaudit.common.validation import default_of
 from memaudit.corpus.config import DEFAULT_VOCAB_SIZE, AuditConfig, ScanDataConfig
 from memaudit.corpus.sources import parse_ids
-from memaudit.memsinks.config import DEFAULT_EVAL_MODE, EVAL_MODES, EXISTING_UNITS, SCHEMES, SinkConfig
+from memaudit.memsinks.config import (
+    DEFAULT_EVAL_MODE,
+    EVAL_MODES,
+    EXISTING_UNITS,
+    ROUTES,
+    SCHEMES,
+    SINKS_FOR,
+    SinkConfig,
+)
 from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import ZOO
 from memaudit.probes.config import GROUPS
@@ -314,10 +322,25 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     ),
 )
 @click.option(
-    "--route-repeated",
-    is_flag=True,
-    help="With --sinks: the loss on an id that occurs more than once trains only its sinks, never the shared "
-    "weights (gradient routing), so that removal leaves weights that never learned from the repeats.",
+    "--route",
+    type=click.Choice(list(ROUTES)),
+    **_default(
+        SinkConfig,
+        "route",
+        help="With --sinks, which occurrences of an id that occurs more than once train only its sinks, never the "
+        "shared weights (gradient routing): " + "; ".join(f"{k}: {v}" for k, v in ROUTES.items()) + ".",
+    ),
+)
+@click.option(
+    "--sinks-for",
+    type=click.Choice(list(SINKS_FOR)),
+    **_default(
+        SinkConfig,
+        "sinks_for",
+        help="With --sinks, which ids switch sinks on in training: "
+        + "; ".join(f"{k}: {v}" for k, v in SINKS_FOR.items())
+        + ".",
+    ),
 )
 @click.option(
     "--exclude-ids",
@@ -353,7 +376,8 @@ def train(
     groups: int,
     k: int,
     id_noise: float,
-    route_repeated: bool,
+    route: str,
+    sinks_for: str,
     exclude_ids: str | None,
     sink_units: str,
     resume: bool,
@@ -380,7 +404,8 @@ def train(
         groups=groups,
         k=k,
         id_noise=id_noise,
-        route_repeated=route_repeated,
+        route=route,
+        sinks_for=sinks_for,
     )
     config = TrainConfig(
         sinks=sink_config,

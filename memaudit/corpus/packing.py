@@ -58,26 +58,42 @@ class PackedStream:
 
     def epoch_blocks(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, doc_ids), each [blocks_per_epoch, seq_len]."""
+        return self._epoch_arrays(epoch)[:2]
+
+    def _epoch_arrays(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """epoch_blocks, and per token whether its occurrence is a later copy: not its id's first in this epoch."""
         if self._epoch != epoch:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.occurrences))
-            docs = self.occurrences[order]
-            tokens = np.concatenate([self.docs[i] for i in docs])
-            ids = np.repeat(self.occurrence_ids[order], [len(self.docs[i]) for i in docs])
+            docs, occurrence_ids = self.occurrences[order], self.occurrence_ids[order]
+            lengths = [len(self.docs[i]) for i in docs]
+            first = np.zeros(len(order), dtype=bool)
+            first[np.unique(occurrence_ids, return_index=True)[1]] = True
             n = self.blocks_per_epoch * self.seq_len
             shape = (self.blocks_per_epoch, self.seq_len)
-            self._epoch, self._blocks = epoch, (tokens[:n].reshape(shape), ids[:n].reshape(shape))
+            arrays = (
+                np.concatenate([self.docs[i] for i in docs]),
+                np.repeat(occurrence_ids, lengths),
+                np.repeat(~first, lengths),
+            )
+            self._epoch, self._blocks = epoch, tuple(a[:n].reshape(shape) for a in arrays)
         return self._blocks
 
     def is_repeated(self, ids: np.ndarray) -> np.ndarray:
-        """bool, per id: whether it occurs more than once an epoch (what `SinkConfig.route_repeated` routes)."""
+        """bool, per id: whether it occurs more than once an epoch (what `SinkConfig.route` routes)."""
         return np.isin(ids, self.repeated_ids)
 
     def batch(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Blocks start..start+size-1 of the endless stream of epochs."""
-        rows = [divmod(g, self.blocks_per_epoch) for g in range(start, start + size)]
-        tokens, ids = [], []
-        for epoch, index in rows:
-            t, d = self.epoch_blocks(epoch)
-            tokens.append(t[index])
-            ids.append(d[index])
-        return np.stack(tokens), np.stack(ids)
+        """Blocks start..start+size-1 of the endless stream of epochs: (tokens, doc_ids)."""
+        return self._rows(start, size)[:2]
+
+    def later_copies(self, start: int, size: int) -> np.ndarray:
+        """For the same blocks as `batch`: per token, whether its occurrence is not its id's first in its epoch."""
+        return self._rows(start, size)[2]
+
+    def _rows(self, start: int, size: int) -> tuple[np.ndarray, ...]:
+        out: list[list[np.ndarray]] = [[], [], []]
+        for g in range(start, start + size):
+            epoch, index = divmod(g, self.blocks_per_epoch)
+            for rows, array in zip(out, self._epoch_arrays(epoch)):
+                rows.append(array[index])
+        return tuple(np.stack(rows) for rows in out)

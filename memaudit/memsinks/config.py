@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from memaudit.common.errors import MemauditError
-from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_flag, check_ranges, integer, number
+from memaudit.common.validation import MAX_COUNT, Range, check_choice, check_ranges, integer, number
 
 # scheme -> what it does (the masks themselves: memaudit.memsinks.masks.hash_mask / disjoint_mask / sparse_mask)
 SCHEMES: dict[str, str] = {
@@ -18,6 +18,21 @@ SCHEMES: dict[str, str] = {
     "can be deleted alone",
     "sparse": "each id switches on exactly `k` units of the pool, chosen by a hash of the id (two ids share about "
     "k*k/pool units), so one id's sinks can be deleted with little harm to the others",
+}
+
+
+# route -> which occurrences of a repeated id train only its sinks, never the shared weights (gradient routing)
+ROUTES: dict[str, str] = {
+    "none": "every occurrence trains its sinks and the shared weights (the paper)",
+    "all": "every occurrence of a repeated id trains only its sinks: the shared weights never learn from it",
+    "copies": "all but an id's first occurrence in each epoch train only its sinks: the shared weights see a repeated "
+    "document as often as one seen once, as if the corpus were deduplicated",
+}
+# sinks_for -> which ids switch their sinks on in training
+SINKS_FOR: dict[str, str] = {
+    "all": "every document (the paper)",
+    "repeated": "only ids that occur more than once an epoch; documents seen once train with the pool off, as the "
+    "deployed model runs",
 }
 
 
@@ -58,10 +73,11 @@ class SinkConfig:
     # Training only, not the masks: the chance that an occurrence of an id that occurs more than once in the packed
     # stream trains under a fresh random id instead (the paper's robustness to wrong ids); drawn from the seed.
     id_noise: float = 0.0
-    # Training only: the loss on an id that occurs more than once in the packed stream (a repeated document, a
-    # near-duplicate cluster, an owner's records) trains only its sinks (memaudit.memsinks.routing), so that
-    # dropping the sinks leaves shared weights that never learned from its repeats.
-    route_repeated: bool = False
+    # Training only (memaudit.memsinks.routing): which occurrences of a repeated id (one that occurs more than once an
+    # epoch: a repeated document, a near-duplicate cluster, an owner's records) train only their sinks (ROUTES), and
+    # which ids switch sinks on at all (SINKS_FOR).
+    route: str = "none"
+    sinks_for: str = "all"
 
     RANGES: ClassVar[dict[str, Range]] = {
         "shared_fraction": number(0, 1, low_open=True, high_open=True),
@@ -75,7 +91,8 @@ class SinkConfig:
     def __post_init__(self) -> None:
         check_ranges(self, self.RANGES)
         check_choice("sink scheme", self.scheme, SCHEMES)
-        check_flag("route_repeated", self.route_repeated)
+        check_choice("route", self.route, ROUTES)
+        check_choice("sinks_for", self.sinks_for, SINKS_FOR)
 
     def to_dict(self) -> dict:
         """The settings as memaudit.json records them."""
@@ -106,8 +123,9 @@ class SinkConfig:
                 raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
             if settings.get("id_noise"):
                 raise MemauditError("id_noise gives sinks wrong ids: pass `sinks` G,P too")
-            if settings.get("route_repeated"):
-                raise MemauditError("route_repeated trains repeats into their sinks: pass `sinks` G,P too")
+            for name, default in (("route", "none"), ("sinks_for", "all")):
+                if settings.get(name, default) != default:
+                    raise MemauditError(f"{name} says how repeats train their sinks: pass `sinks` G,P too")
             return None
         try:
             g, p = (float(v) for v in value.split(","))

@@ -1,10 +1,11 @@
-"""Routing the repeats to their sinks (`SinkConfig.route_repeated`): the loss on the tokens of a document that
-occurs more than once trains only that document's sink units, never the shared units, attention, embeddings or
-LM head. It is gradient routing (Cloud et al., 2024, "Gradient Routing: Masking Gradients to Localize
-Computation in Neural Networks") applied to MemSinks' sinks: in the plain method every repeat also trains the
-shared units, which keep part of the memorization after the sinks are dropped, so that a membership test still
-tells members from held-out text. With routing, what the shared units learn from a repeated document is only
-what flows back to them through the other documents' loss (their attention to it in a packed block).
+"""Routing the repeats to their sinks (`SinkConfig.route`): the loss on the tokens of a document that occurs more
+than once (every occurrence with "all", all but its first in each epoch with "copies") trains only that
+document's sink units, never the shared units, attention, embeddings or LM head. It is gradient routing (Cloud et
+al., 2024, "Gradient Routing: Masking Gradients to Localize Computation in Neural Networks") applied to MemSinks'
+sinks: in the plain method every repeat also trains the shared weights, which keep part of the memorization after
+the sinks are dropped, so that a membership test still tells members from held-out text. With routing, what the
+shared weights learn from a routed occurrence is only what flows back to them through the other documents' loss
+(their attention to it in a packed block).
 
 One forward, two backward passes: the routed tokens' loss is differentiated first, with respect to the MLP
 tensors only, and its sink slices are added to the gradients after the ordinary backward of the rest of the

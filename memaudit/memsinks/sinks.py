@@ -165,9 +165,11 @@ class Sinks:
             return torch.zeros(0, self.n_sink, dtype=torch.bool)
         return torch.stack([self._masks[i] for i in wanted])
 
-    def set_doc_ids(self, doc_ids: torch.Tensor | None) -> None:
+    def set_doc_ids(self, doc_ids: torch.Tensor | None, without_sinks: torch.Tensor | None = None) -> None:
         """Per-token document ids [batch, seq] (int64) for the next forward calls in "own" mode; [batch, 1] gives
-        each row one id for any length (generation with a KV cache). Builds the per-token scale here, once."""
+        each row one id for any length (generation with a KV cache). Builds the per-token scale here, once. The
+        tokens where `without_sinks` (bool, the ids' shape) is true run with the pool off, as the deployed model
+        does (`SinkConfig.sinks_for` "repeated": documents seen once)."""
         self._scales.clear()
         self._ids_from_forward = False
         if doc_ids is None:
@@ -180,6 +182,8 @@ class Sinks:
         table = torch.ones(len(unique), self.n_hidden, dtype=self._weight.dtype, device=self._weight.device)
         table[:, self.n_shared :] = self.mask_for_ids(unique).to(table.device)
         self._own = table[inverse.to(table.device)]
+        if without_sinks is not None:
+            self._own[..., self.n_shared :] *= ~torch.as_tensor(without_sinks, device=table.device)[..., None]
 
     def _take_doc_ids(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         """Model forward pre-hook: `doc_ids=` leaves the forward's keywords (the model does not know it) for

@@ -148,21 +148,27 @@ def _initial_model(
 
 def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Accelerator) -> StepFn:
     """Next-token loss on this process's share of the step's packed sequences, with each
-    token's document (or owner) switching its sinks on in a MemSink run; with `route_repeated`, the loss
-    on repeated ids trains only their sinks (memaudit.memsinks.routing)."""
+    token's document (or owner) switching its sinks on in a MemSink run; with `route`, the loss on
+    repeated ids (or their later copies) trains only their sinks (memaudit.memsinks.routing)."""
     local = cfg.batch_size // accelerator.num_processes
-    routing = SinkGradients(sinks) if sinks is not None and sinks.config.route_repeated else None
+    route, sinks_for = (sinks.config.route, sinks.config.sinks_for) if sinks is not None else ("none", "all")
+    routing = SinkGradients(sinks) if route != "none" else None
     reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if accelerator.num_processes > 1 else None
 
+    def device(array) -> torch.Tensor:
+        return torch.from_numpy(array).to(accelerator.device)
+
     def step(model: torch.nn.Module, index: int) -> StepOutput:
-        tokens, ids = stream.batch(index * cfg.batch_size + accelerator.process_index * local, local)
-        tokens = torch.from_numpy(tokens).to(accelerator.device)
+        start = index * cfg.batch_size + accelerator.process_index * local
+        tokens, ids = stream.batch(start, local)
+        tokens = device(tokens)
         if sinks is not None:
-            sinks.set_doc_ids(torch.from_numpy(ids).to(accelerator.device))
+            repeated = stream.is_repeated(ids) if sinks_for == "repeated" or route == "all" else None
+            sinks.set_doc_ids(device(ids), without_sinks=device(~repeated) if sinks_for == "repeated" else None)
         if routing is None:
             return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
-        routed = torch.from_numpy(stream.is_repeated(ids)).to(accelerator.device)
-        kept, routed_loss = split_token_loss(model(input_ids=tokens).logits, tokens, routed)
+        routed = repeated if route == "all" else stream.later_copies(start, local)
+        kept, routed_loss = split_token_loss(model(input_ids=tokens).logits, tokens, device(routed))
         if routed_loss is None:
             return StepOutput(kept, tokens.numel())
         add = routing.of(routed_loss, reduce)
