@@ -13,7 +13,8 @@ from rich.console import Console
 
 import memaudit.app.demo
 from memaudit.app.cli import main
-from memaudit.app.demo import QUICK_FINETUNE, run_demo
+from memaudit.app.demo import ISOLATION, QUICK_FINETUNE, run_demo
+from memaudit.app.sweep.spec import load_spec
 from memaudit.common.fileio import read_jsonl
 from memaudit.corpus.sources import normalize
 
@@ -125,8 +126,28 @@ def test_demo_command_passes_its_flags(monkeypatch):
     monkeypatch.setattr(memaudit.app.demo, "run_demo", lambda out, **kw: calls.append((out, kw)))
     result = CliRunner().invoke(main, ["demo", "--finetune", "--out", "x", "--precision", "fp32", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert calls == [(Path("x"), {"quick": False, "finetune": True, "precision": "fp32", "threads": 1})]
+    assert calls == [
+        (Path("x"), {"quick": False, "finetune": True, "isolation": False, "precision": "fp32", "threads": 1})
+    ]
     for flags, precision in ((["--quick"], None), (["--quick", "--bf16"], "bf16"), (["--precision", "auto"], "auto")):
         calls.clear()
         assert CliRunner().invoke(main, ["demo", *flags, "--out", "x"]).exit_code == 0
         assert calls[0][1]["precision"] == precision  # not given: the demo's own (fp32 for --quick)
+
+
+def test_isolation_demo_is_the_isolation_studys_regime():
+    """`demo --isolation` runs the data and training that sweeps/isolation-route.yaml varies its sinks on, and its
+    two sink models are that sweep's paper point and its routed point."""
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "isolation-route.yaml")
+    sinks = {(p.config.sinks["memsink"].route, p.config.sinks["memsink"].sinks_for): p.config for p in spec.points}
+    paper, routed = ISOLATION.sinks["memsink"], ISOLATION.sinks["memsink-routed"]
+    for config in (sinks[("none", "all")], sinks[(routed.route, routed.sinks_for)]):
+        assert (config.data, config.train) == (ISOLATION.data, ISOLATION.train)
+    assert sinks[("none", "all")].sinks["memsink"] == paper
+    assert sinks[(routed.route, routed.sinks_for)].sinks["memsink"] == routed
+
+
+def test_isolation_demo_refuses_other_configurations(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--isolation", "--quick", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "isolation is a configuration of its own" in result.stderr
+    assert not (tmp_path / "d").exists()

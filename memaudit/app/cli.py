@@ -894,9 +894,22 @@ def report(
     is_flag=True,
     help="Sink fine-tuning: pretrain a base model on half the corpus, then fine-tune it with planted members.",
 )
+@click.option(
+    "--isolation",
+    is_flag=True,
+    help="The isolation study's regime (gpt2-1m, 300 members at x1/x8/x64 beside all the natural text, 2,400 "
+    "steps): the paper's MemSinks beside MemSinks whose repeats train only their sinks, each judged against the "
+    "oracle.",
+)
 @precision_options
 def demo(
-    out: Path, quick: bool, finetune: bool, precision: str, legacy_precision: str | None, threads: int | None
+    out: Path,
+    quick: bool,
+    finetune: bool,
+    isolation: bool,
+    precision: str,
+    legacy_precision: str | None,
+    threads: int | None,
 ) -> None:
     """The whole path on the embedded Austen corpus: build the audit set, train a standard, a
     no-repeats and a MemSink model, remove the sinks, unlearn (GA, NPO) and ablate the standard
@@ -907,11 +920,17 @@ def demo(
     standard, with new sink units (new:512), with its own units as sinks (existing), and without
     the members (the oracle); NPO unlearns the standard fine-tune.
 
-    --quick trains in fp32 unless --precision is given.
+    With --isolation, the regime where removal matches retraining (docs/results.md): gpt2-1m on
+    300 members at x1, x8 and x64 beside all the natural text, the paper's MemSinks (P = 0.1)
+    beside MemSinks whose repeated documents train only their sinks (--route copies, --sinks-for
+    repeated), every removal judged against the oracle.
+
+    --quick and --isolation train in fp32 unless --precision is given.
 
     \b
     Examples:  memaudit demo --out reports/demo
                memaudit demo --finetune --out reports/demo-finetune
+               memaudit demo --isolation --out reports/demo-isolation
     """
     from memaudit.app.demo import run_demo
 
@@ -919,7 +938,7 @@ def demo(
     # models gain little from bf16, and fp32 makes them reproduce across CPUs to float tolerance).
     asked = click.get_current_context().get_parameter_source("precision") is click.core.ParameterSource.COMMANDLINE
     chosen = pick_precision(precision, legacy_precision) if asked or legacy_precision else None
-    run_demo(out, quick=quick, finetune=finetune, precision=chosen, threads=threads)
+    run_demo(out, quick=quick, finetune=finetune, isolation=isolation, precision=chosen, threads=threads)
 
 
 @main.command()

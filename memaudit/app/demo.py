@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import atomic_dir, read_json, write_jsonl
 from memaudit.corpus.audit import AuditConfig, distinct_texts, write_audit_set
 from memaudit.memsinks.config import SinkConfig
@@ -114,6 +115,30 @@ QUICK_FINETUNE = replace(
     ablate_ratio=None,
 )
 
+# `--isolation`: the regime of the isolation study (docs/results.md): 100 members each at x1, x8 and x64 beside all
+# the natural text (about 37% of the tokens are members), gpt2-1m for 2,400 steps (~1.5 epochs) in fp32, the paper's
+# MemSinks at P = 0.1 beside MemSinks whose repeats train only their sinks (`route`, `sinks_for`), every removal
+# judged against the oracle on 300 members and 300 held-out texts.
+ISOLATION = replace(
+    QUICK,
+    data=AuditConfig(
+        repeats=(1, 8, 64),
+        members_per_level=100,
+        canaries_per_level=1,
+        n_valid=200,
+        n_natural=None,
+        min_tokens=64,
+        max_tokens=96,
+        vocab_size=2048,
+    ),
+    train=replace(QUICK.train, steps=2400),
+    sinks={
+        "memsink": SinkConfig(active_fraction=0.1),
+        "memsink-routed": SinkConfig(active_fraction=0.1, route="copies", sinks_for="repeated"),
+    },
+    other_work_ratio=0.25,
+)
+
 
 class _Steps:
     """Runs each step unless its output exists, timing what it ran."""
@@ -186,15 +211,21 @@ def run_demo(
     config: DemoConfig | None = None,
     *,
     finetune: bool = False,
+    isolation: bool = False,
     precision: str | None = None,
     threads: int | None = None,
 ) -> dict:
-    """Returns the comparative report document (also written to OUT/report/). `quick` and
-    `finetune` pick the built-in configuration (QUICK, FINETUNE, QUICK_FINETUNE); `config` replaces
-    it (e.g. more training steps, the full probe suite); `precision` and `threads`, when given,
+    """Returns the comparative report document (also written to OUT/report/). `quick`, `finetune` and
+    `isolation` pick the built-in configuration (QUICK, FINETUNE, QUICK_FINETUNE, ISOLATION); `config`
+    replaces it (e.g. more training steps, the full probe suite); `precision` and `threads`, when given,
     replace the config's for training and unlearning."""
     console = console or Console()
-    cfg = config or ((QUICK_FINETUNE if quick else FINETUNE) if finetune else (QUICK if quick else DemoConfig()))
+    if isolation and (quick or finetune):
+        raise MemauditError("isolation is a configuration of its own: drop quick and finetune")
+    if isolation:
+        cfg = config or ISOLATION
+    else:
+        cfg = config or ((QUICK_FINETUNE if quick else FINETUNE) if finetune else (QUICK if quick else DemoConfig()))
     overrides = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
     cfg = replace(cfg, train=replace(cfg.train, **overrides), unlearn=replace(cfg.unlearn, **overrides))
     if cfg.pretrain is not None:

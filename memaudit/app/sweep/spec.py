@@ -3,7 +3,8 @@ the settings it fixes and the ones it varies (by prefixed name, since `seed`, `s
 in several configs), the seeds (the data seed and the training seed apart) and the arms to compare.
 
     name: quick                       # names the output dir's sweep: another name there is refused
-    base: quick                       # the demo configuration the settings change: demo, quick, finetune, quick-finetune
+    base: quick                       # the demo configuration the settings change: demo, quick, finetune, quick-finetune,
+                                      # isolation
     settings: {train.arch: gpt2-1m}   # fixed for every point
     grid: {sinks.active_fraction: [0.3, 0.5]}   # every combination is a point
     seeds: {data: [0], train: [0, 1]}           # every data seed with every training seed
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from memaudit.app.demo import FINETUNE, QUICK, QUICK_FINETUNE, DemoConfig, Pretraining
+from memaudit.app.demo import FINETUNE, ISOLATION, QUICK, QUICK_FINETUNE, DemoConfig, Pretraining
 from memaudit.common.errors import MemauditError
 from memaudit.common.validation import did_you_mean
 from memaudit.corpus.config import AuditConfig
@@ -31,7 +32,13 @@ from memaudit.stress.attacks import StressConfig, parse_attack
 from memaudit.training.config import TrainConfig
 from memaudit.unlearning.config import METHODS, UnlearnConfig
 
-BASES = {"demo": DemoConfig(), "quick": QUICK, "finetune": FINETUNE, "quick-finetune": QUICK_FINETUNE}
+BASES = {
+    "demo": DemoConfig(),
+    "quick": QUICK,
+    "finetune": FINETUNE,
+    "quick-finetune": QUICK_FINETUNE,
+    "isolation": ISOLATION,  # its first sink config, the paper's MemSinks at P = 0.1; `sinks.route` for the other
+}
 SINK_ARM = "memsink"  # the sink model of a point: `memsink-<eval mode>` and `memsink-removed`
 # Settings that are not fields of the configs above: the ablated share of MLP units, the scans' probe suite,
 # the pretraining's natural documents (`pretrain.*` are otherwise the pretraining's TrainConfig).
