@@ -922,7 +922,7 @@ def demo(
 
     With --isolation, the regime where removal matches retraining (docs/results.md): gpt2-1m on
     300 members at x1, x8 and x64 beside all the natural text, the paper's MemSinks (P = 0.1)
-    beside MemSinks whose repeated documents train only their sinks (--route copies, --sinks-for
+    beside MemSinks whose repeated documents train only their sinks (--route all, --sinks-for
     repeated), every removal judged against the oracle.
 
     --quick and --isolation train in fp32 unless --precision is given.

@@ -134,7 +134,7 @@ ISOLATION = replace(
     train=replace(QUICK.train, steps=2400),
     sinks={
         "memsink": SinkConfig(active_fraction=0.1),
-        "memsink-routed": SinkConfig(active_fraction=0.1, route="copies", sinks_for="repeated"),
+        "memsink-routed": SinkConfig(active_fraction=0.1, route="all", sinks_for="repeated"),
     },
     other_work_ratio=0.25,
 )
