@@ -315,3 +315,14 @@ def test_report_over_real_scans(tiny_models, tiny_data, tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("<svg") == 3 and "loss (AUC" in page
     assert len(pd.read_csv(out / "sequences.csv")) == sum(len(r["sequences"]) for r in doc["runs"])
+
+
+def test_a_model_dir_name_that_says_its_kind_is_not_repeated():
+    from memaudit.report.document import model_label
+
+    def named(kind: str, path: str) -> str:
+        return model_label({"model": {"kind": kind, "path": path}}, named=True)
+
+    assert named("memsink-removed", "/m/memsink-routed-removed") == "memsink-routed-removed"
+    assert named("unlearned", "/m/unlearn-npo") == "unlearn-npo"
+    assert named("memsink-removed", "/m/pruned") == "memsink-removed pruned"

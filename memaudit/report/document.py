@@ -62,9 +62,10 @@ def model_label(results: dict, named: bool = False) -> str:
 
 
 def _says_kind(name: str, kind: str) -> bool:
-    """Whether a model dir's name already names its kind: it holds the kind's stem (`unlearn` of
-    `unlearned`, `ablat` of `ablated`), ignoring case."""
-    return kind.removesuffix("ed").lower() in name.lower()
+    """Whether a model dir's name already names its kind: it holds the stem of each word of the kind
+    (`unlearn` of `unlearned`, `ablat` of `ablated`; `memsink` and `remov` of `memsink-removed`, so
+    `memsink-routed-removed` says it), ignoring case."""
+    return all(word.removesuffix("ed").lower() in name.lower() for word in kind.split("-"))
 
 
 def attack_suffix(results: dict) -> str:
