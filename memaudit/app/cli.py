@@ -180,6 +180,11 @@ def _default(config: type, name: str, **option) -> dict:
     return {"default": default_of(config, name), "show_default": True, **option}
 
 
+def _described(choices: dict[str, str]) -> str:
+    """A registry of choices (name -> what it does) as --help text."""
+    return "; ".join(f"{name}: {what}" for name, what in choices.items()) + "."
+
+
 @click.group(cls=MemauditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="memaudit")
 def main() -> None:
@@ -305,7 +310,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     "--sink-scheme",
     "scheme",
     type=click.Choice(list(SCHEMES)),
-    **_default(SinkConfig, "scheme", help="; ".join(f"{name}: {what}" for name, what in SCHEMES.items()) + "."),
+    **_default(SinkConfig, "scheme", help=_described(SCHEMES)),
 )
 @click.option(
     "--sink-groups",
@@ -328,7 +333,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
         SinkConfig,
         "route",
         help="With --sinks, which occurrences of an id that occurs more than once train only its sinks, never the "
-        "shared weights (gradient routing): " + "; ".join(f"{k}: {v}" for k, v in ROUTES.items()) + ".",
+        "shared weights (gradient routing): " + _described(ROUTES),
     ),
 )
 @click.option(
@@ -337,9 +342,7 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     **_default(
         SinkConfig,
         "sinks_for",
-        help="With --sinks, which ids switch sinks on in training: "
-        + "; ".join(f"{k}: {v}" for k, v in SINKS_FOR.items())
-        + ".",
+        help="With --sinks, which ids switch sinks on in training: " + _described(SINKS_FOR),
     ),
 )
 @click.option(
