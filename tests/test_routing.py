@@ -95,7 +95,8 @@ def test_the_stream_marks_repeated_ids_and_later_copies() -> None:
     # Per epoch, each id's first occurrence is not a later copy, and every other one is.
     blocks = stream.blocks_per_epoch
     for epoch in range(3):
-        ids, later = stream.batch(epoch * blocks, blocks)[1], stream.later_copies(epoch * blocks, blocks)
+        tokens, ids, later = stream.batch_with_copies(epoch * blocks, blocks)
+        assert all((a == b).all() for a, b in zip((tokens, ids), stream.batch(epoch * blocks, blocks)))
         occurrences = ids.reshape(-1)[::4], later.reshape(-1)[::4]  # one row per occurrence: 3 tokens and <eos>
         seen = set()
         for doc_id, is_later in zip(*occurrences):
@@ -105,7 +106,7 @@ def test_the_stream_marks_repeated_ids_and_later_copies() -> None:
     # Id noise gives copies fresh ids, seen once: they are not routed (the paper's test of wrong ids).
     noisy = PackedStream(docs, [7, 8, 9, 10], [1, 3, 1, 2], eos_id=0, seq_len=4, seed=0, id_noise=1.0)
     assert noisy.is_repeated(noisy.occurrence_ids).sum() == 0
-    assert not noisy.later_copies(0, noisy.blocks_per_epoch).any()
+    assert not noisy.batch_with_copies(0, noisy.blocks_per_epoch)[2].any()
 
 
 def test_tokens_without_sinks_run_with_the_pool_off() -> None:

@@ -84,14 +84,15 @@ class PackedStream:
 
     def batch(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Blocks start..start+size-1 of the endless stream of epochs: (tokens, doc_ids)."""
-        return self._rows(start, size)[:2]
+        return self._rows(start, size, 2)
 
-    def later_copies(self, start: int, size: int) -> np.ndarray:
-        """For the same blocks as `batch`: per token, whether its occurrence is not its id's first in its epoch."""
-        return self._rows(start, size)[2]
+    def batch_with_copies(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`batch`, and per token whether its occurrence is a later copy: not its id's first in its epoch."""
+        return self._rows(start, size, 3)
 
-    def _rows(self, start: int, size: int) -> tuple[np.ndarray, ...]:
-        out: list[list[np.ndarray]] = [[], [], []]
+    def _rows(self, start: int, size: int, arrays: int) -> tuple[np.ndarray, ...]:
+        """The first `arrays` of each epoch's arrays (tokens, ids, later copies), rows start..start+size-1."""
+        out: list[list[np.ndarray]] = [[] for _ in range(arrays)]
         for g in range(start, start + size):
             epoch, index = divmod(g, self.blocks_per_epoch)
             for rows, array in zip(out, self._epoch_arrays(epoch)):

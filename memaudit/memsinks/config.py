@@ -123,7 +123,8 @@ class SinkConfig:
                 raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
             if settings.get("id_noise"):
                 raise MemauditError("id_noise gives sinks wrong ids: pass `sinks` G,P too")
-            for name, default in (("route", "none"), ("sinks_for", "all")):
+            for name in ("route", "sinks_for"):
+                default = cls.__dataclass_fields__[name].default
                 if settings.get(name, default) != default:
                     raise MemauditError(f"{name} says how repeats train their sinks: pass `sinks` G,P too")
             return None

@@ -160,14 +160,17 @@ def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Acc
 
     def step(model: torch.nn.Module, index: int) -> StepOutput:
         start = index * cfg.batch_size + accelerator.process_index * local
-        tokens, ids = stream.batch(start, local)
+        if route == "copies":
+            tokens, ids, later = stream.batch_with_copies(start, local)
+        else:
+            tokens, ids = stream.batch(start, local)
         tokens = device(tokens)
         if sinks is not None:
             repeated = stream.is_repeated(ids) if sinks_for == "repeated" or route == "all" else None
             sinks.set_doc_ids(device(ids), without_sinks=device(~repeated) if sinks_for == "repeated" else None)
         if routing is None:
             return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
-        routed = repeated if route == "all" else stream.later_copies(start, local)
+        routed = repeated if route == "all" else later
         kept, routed_loss = split_token_loss(model(input_ids=tokens).logits, tokens, device(routed))
         if routed_loss is None:
             return StepOutput(kept, tokens.numel())
