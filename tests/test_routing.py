@@ -17,7 +17,7 @@ from memaudit.common.errors import MemauditError
 from memaudit.corpus.packing import PackedStream
 from memaudit.memsinks import attach_sinks
 from memaudit.memsinks.config import SinkConfig
-from memaudit.memsinks.routing import SinkGradients, split_token_loss
+from memaudit.memsinks.routing import SinkGradients, outside_mlps, split_token_loss
 from memaudit.models.io import load_model
 from tests.helpers import TOKENS, assert_one_line_error, tiny_model
 
@@ -46,10 +46,14 @@ def sink_part(model: torch.nn.Module, sinks) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_routed_loss_reaches_only_sink_units_and_the_rest_is_an_ordinary_backward(arch: str) -> None:
-    """Sink slices get the whole loss's gradient; every other entry (attention, embeddings, LM head, shared MLP
-    units, the down projection's bias) gets the gradient of the loss without the routed targets, exactly."""
+@pytest.mark.parametrize(("arch", "scope"), [("gpt2", "model"), ("llama", "model"), ("gpt2", "mlp"), ("llama", "mlp")])
+def test_routed_loss_reaches_only_what_its_scope_allows_and_the_rest_is_an_ordinary_backward(
+    arch: str, scope: str
+) -> None:
+    """Sink slices get the whole loss's gradient; with scope "mlp" so does every tensor outside the MLPs; every
+    other entry (scope "model": attention, embeddings, LM head, shared MLP units, the down projection's bias;
+    scope "mlp": the shared MLP units and that bias) gets the gradient of the loss without the routed targets,
+    exactly."""
     model = tiny_model(arch)  # in eval mode: no dropout, so the three forwards are the same function
     sinks = attach_sinks(model, SinkConfig())
 
@@ -64,13 +68,16 @@ def test_routed_loss_reaches_only_sink_units_and_the_rest_is_an_ordinary_backwar
 
     model.zero_grad(set_to_none=True)
     kept, routed = forward()
-    add = SinkGradients(sinks).of(routed)
+    in_full = outside_mlps(model, sinks) if scope == "mlp" else []
+    add = SinkGradients(sinks, in_full=in_full).of(routed)
     kept.backward()
     add()
     sink = sink_part(model, sinks)
+    full = {id(p) for p in in_full}
     assert any(m.any() for m in sink.values())
+    assert (scope == "mlp") == bool(full) and not full & {id(t) for t, _ in SinkGradients(sinks).slices}
     for name, p in model.named_parameters():
-        expected = torch.where(sink[name], whole[name], without[name])
+        expected = whole[name] if id(p) in full else torch.where(sink[name], whole[name], without[name])
         torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7, msg=name)
     # The routed loss did move something: the sink slices differ from the loss without it.
     assert any(not torch.allclose(whole[n][m], without[n][m]) for n, m in sink.items() if m.any())
@@ -133,21 +140,33 @@ def test_routing_settings_are_checked_and_need_sinks() -> None:
         SinkConfig(sinks_for="some")
     with pytest.raises(MemauditError, match="route says how repeats train their sinks: pass `sinks` G,P too"):
         SinkConfig.parse(None, route="all")
+    with pytest.raises(MemauditError, match="unknown route_scope .head.; use one of model, mlp"):
+        SinkConfig(route="all", route_scope="head")
+    with pytest.raises(MemauditError, match="route_scope 'mlp' says what routing keeps a repeat from: set route too"):
+        SinkConfig(route_scope="mlp")
     assert SinkConfig.parse("0.7,0.3", route="copies", sinks_for="repeated").route == "copies"
 
 
-@pytest.mark.parametrize(("route", "sinks_for"), [("all", "all"), ("copies", "repeated")])
-def test_train_routes_repeats_and_records_it(tiny_data: Path, tmp_path: Path, route: str, sinks_for: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "sinks_for", "scope"), [("all", "all", "model"), ("copies", "repeated", "model"), ("all", "all", "mlp")]
+)
+def test_train_routes_repeats_and_records_it(
+    tiny_data: Path, tmp_path: Path, route: str, sinks_for: str, scope: str
+) -> None:
     """A routed MemSink run trains, records its settings, and differs from the same run unrouted."""
     runner = CliRunner()
     common = ["train", "--data", str(tiny_data), "--arch", "gpt2-1m", "--steps", "3", "--batch-size", "2"]
     common += ["--precision", "fp32", "--threads", "1", "--eval-every", "3", "--sinks", "0.7,0.3"]
-    routed_args = ["--route", route, "--sinks-for", sinks_for]
+    routed_args = ["--route", route, "--sinks-for", sinks_for, "--route-scope", scope]
     for name, extra in (("routed", routed_args), ("plain", [])):
         result = runner.invoke(main, [*common, "--out", str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "routed" / "memaudit.json").read_text())
-    assert (meta["sinks"]["route"], meta["sinks"]["sinks_for"]) == (route, sinks_for)
+    assert (meta["sinks"]["route"], meta["sinks"]["sinks_for"], meta["sinks"]["route_scope"]) == (
+        route,
+        sinks_for,
+        scope,
+    )
     assert np.isfinite(meta["final"]["train_loss"])
     routed, plain = (load_model(tmp_path / name).model for name in ("routed", "plain"))
     assert not torch.equal(routed.transformer.wte.weight, plain.transformer.wte.weight)

@@ -25,6 +25,7 @@ from memaudit.memsinks.config import (
     DEFAULT_EVAL_MODE,
     EVAL_MODES,
     EXISTING_UNITS,
+    ROUTE_SCOPES,
     ROUTES,
     SCHEMES,
     SINKS_FOR,
@@ -337,6 +338,15 @@ def data_build(out: Path, corpus: str, repeats: str, n_natural: int, force: bool
     ),
 )
 @click.option(
+    "--route-scope",
+    type=click.Choice(list(ROUTE_SCOPES)),
+    **_default(
+        SinkConfig,
+        "route_scope",
+        help="With --route, which weights a routed occurrence is kept from: " + _described(ROUTE_SCOPES),
+    ),
+)
+@click.option(
     "--sinks-for",
     type=click.Choice(list(SINKS_FOR)),
     **_default(
@@ -380,6 +390,7 @@ def train(
     k: int,
     id_noise: float,
     route: str,
+    route_scope: str,
     sinks_for: str,
     exclude_ids: str | None,
     sink_units: str,
@@ -408,6 +419,7 @@ def train(
         k=k,
         id_noise=id_noise,
         route=route,
+        route_scope=route_scope,
         sinks_for=sinks_for,
     )
     config = TrainConfig(

@@ -14,7 +14,8 @@ others' back. The other names: `SinkConfig` (G, P, scheme), `SCHEMES` and `EVAL_
 what the pool does in a forward, each with its summary), `Sinks` (the hooks), `hash_mask`, `disjoint_mask` and
 `sparse_mask` (which sinks an id switches on), `add_sink_units` (new sink units on a pretrained model),
 `FrozenBase` (train only those), `split_token_loss` and `SinkGradients` (route the loss on repeated documents
-to their sinks only, as `SinkConfig.route` does in `memaudit train`), `find_mlps` and `LAYOUTS`
+to their sinks only, as `SinkConfig.route` does in `memaudit train`; with `outside_mlps`, to their sinks and
+everything outside the MLPs, as `route_scope: mlp` does), `find_mlps` and `LAYOUTS`
 (where each supported family keeps its MLP units).
 
 Names are imported on first use, so the command line reads `memaudit.memsinks.config` without torch."""
@@ -37,6 +38,7 @@ _API = {
     "FrozenBase": "memaudit.memsinks.freeze",
     "SinkGradients": "memaudit.memsinks.routing",
     "split_token_loss": "memaudit.memsinks.routing",
+    "outside_mlps": "memaudit.memsinks.routing",
     "attach_sinks": "memaudit.memsinks.api",
     "pack_documents": "memaudit.memsinks.api",
     "DocIdCollator": "memaudit.memsinks.api",

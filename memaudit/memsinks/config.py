@@ -28,6 +28,11 @@ ROUTES: dict[str, str] = {
     "copies": "all but an id's first occurrence in each epoch train only its sinks: the shared weights see a repeated "
     "document as often as one seen once, as if the corpus were deduplicated",
 }
+# route_scope -> which weights a routed occurrence is kept from: where the leak of the shared weights lives
+ROUTE_SCOPES: dict[str, str] = {
+    "model": "every weight outside its sinks: shared MLP units, attention, embeddings, norms and LM head",
+    "mlp": "only the shared MLP units: attention, embeddings, norms and LM head learn from it as in plain training",
+}
 # sinks_for -> which ids switch their sinks on in training
 SINKS_FOR: dict[str, str] = {
     "all": "every document (the paper)",
@@ -75,8 +80,9 @@ class SinkConfig:
     id_noise: float = 0.0
     # Training only (memaudit.memsinks.routing): which occurrences of a repeated id (one that occurs more than once an
     # epoch: a repeated document, a near-duplicate cluster, an owner's records) train only their sinks (ROUTES), and
-    # which ids switch sinks on at all (SINKS_FOR).
+    # which weights a routed occurrence is kept from (ROUTE_SCOPES), and which ids switch sinks on at all (SINKS_FOR).
     route: str = "none"
+    route_scope: str = "model"
     sinks_for: str = "all"
 
     RANGES: ClassVar[dict[str, Range]] = {
@@ -92,6 +98,11 @@ class SinkConfig:
         check_ranges(self, self.RANGES)
         check_choice("sink scheme", self.scheme, SCHEMES)
         check_choice("route", self.route, ROUTES)
+        check_choice("route_scope", self.route_scope, ROUTE_SCOPES)
+        if self.route == "none" and self.route_scope != "model":
+            raise MemauditError(
+                f"route_scope {self.route_scope!r} says what routing keeps a repeat from: set route too"
+            )
         check_choice("sinks_for", self.sinks_for, SINKS_FOR)
 
     def to_dict(self) -> dict:
@@ -123,7 +134,7 @@ class SinkConfig:
                 raise MemauditError("sink_units new:N adds sink units: pass `sinks` G,P too")
             if settings.get("id_noise"):
                 raise MemauditError("id_noise gives sinks wrong ids: pass `sinks` G,P too")
-            for name in ("route", "sinks_for"):
+            for name in ("route", "route_scope", "sinks_for"):
                 default = cls.__dataclass_fields__[name].default
                 if settings.get(name, default) != default:
                     raise MemauditError(f"{name} says how repeats train their sinks: pass `sinks` G,P too")

@@ -18,7 +18,7 @@ from memaudit.corpus.audit import AuditSet, resolve_sink_ids, sink_id
 from memaudit.corpus.packing import PackedStream
 from memaudit.corpus.tokenizer import encode_documents, load_tokenizer
 from memaudit.memsinks.config import DEFAULT_EVAL_MODE
-from memaudit.memsinks.routing import SinkGradients, split_token_loss
+from memaudit.memsinks.routing import SinkGradients, outside_mlps, split_token_loss
 from memaudit.models.checks import check_model_job
 from memaudit.models.zoo import build_config, build_model, context_length, n_params
 from memaudit.training.config import TrainConfig
@@ -101,7 +101,7 @@ def _train(
         accelerator,
         model,
         cfg,
-        _packed_step(stream, sinks, cfg, accelerator),
+        _packed_step(stream, model, sinks, cfg, accelerator),
         evaluate,
         work=work,
         log_fields=LOG_FIELDS,
@@ -146,13 +146,18 @@ def _initial_model(
     return load_init(cfg.init, tok, str(data_dir))
 
 
-def _packed_step(stream: PackedStream, sinks, cfg: TrainConfig, accelerator: Accelerator) -> StepFn:
+def _packed_step(
+    stream: PackedStream, model: torch.nn.Module, sinks, cfg: TrainConfig, accelerator: Accelerator
+) -> StepFn:
     """Next-token loss on this process's share of the step's packed sequences, with each
     token's document (or owner) switching its sinks on in a MemSink run; with `route`, the loss on
     repeated ids (or their later copies) trains only their sinks (memaudit.memsinks.routing)."""
     local = cfg.batch_size // accelerator.num_processes
     route, sinks_for = (sinks.config.route, sinks.config.sinks_for) if sinks is not None else ("none", "all")
-    routing = SinkGradients(sinks) if route != "none" else None
+    routing = None
+    if route != "none":
+        in_full = outside_mlps(model, sinks) if sinks.config.route_scope == "mlp" else ()
+        routing = SinkGradients(sinks, in_full=in_full)
     reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if accelerator.num_processes > 1 else None
 
     def device(array) -> torch.Tensor:
