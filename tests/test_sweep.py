@@ -120,6 +120,17 @@ def test_a_swept_sink_setting_shares_the_standard_model_and_the_oracle(tmp_path)
     assert len(standard) == 1  # both points read the same scan of the same model
 
 
+SWEEP_FILES = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_every_committed_sweep_file_plans_and_its_usage_line_names_it(path: Path) -> None:
+    """The study's sweep files stay runnable as the settings evolve, and each says how to run it."""
+    the_plan = plan_sweep(load_spec(path))
+    assert the_plan.runs
+    assert f"memaudit sweep sweeps/{path.name}" in path.read_text()
+
+
 def test_a_job_key_holds_its_settings_and_the_code_but_not_threads(monkeypatch):
     job = Job("train", "x", {"steps": 10, "threads": 1})
     assert Job("train", "x", {"steps": 10, "threads": 4}).key == job.key
