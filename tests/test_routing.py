@@ -148,7 +148,8 @@ def test_routing_settings_are_checked_and_need_sinks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("route", "sinks_for", "scope"), [("all", "all", "model"), ("copies", "repeated", "model"), ("all", "all", "mlp")]
+    ("route", "sinks_for", "scope"),
+    [("all", "all", "model"), ("copies", "repeated", "model"), ("all", "all", "mlp"), ("planted", "repeated", "model")],
 )
 def test_train_routes_repeats_and_records_it(
     tiny_data: Path, tmp_path: Path, route: str, sinks_for: str, scope: str
@@ -178,3 +179,14 @@ def test_routing_without_sinks_is_refused(tiny_data: Path, tmp_path: Path) -> No
     )
     assert_one_line_error(result, "--route says how repeats train their sinks: pass --sinks G,P too")
     assert not (tmp_path / "m").exists()
+
+
+def test_planted_routing_names_what_the_oracle_leaves_out(tiny_data: Path) -> None:
+    """`route: planted` routes exactly the documents the no-repeats oracle is trained without, seen once or not."""
+    from memaudit.corpus.audit import AuditSet, sink_id
+    from memaudit.training.train import planted_ids
+
+    data = AuditSet.load(tiny_data)
+    planted = set(planted_ids(data).tolist())
+    assert planted == {sink_id(r) for r in data.train if r["kind"] != "natural"}
+    assert planted and planted.isdisjoint(sink_id(r) for r in data.train if r["kind"] == "natural")

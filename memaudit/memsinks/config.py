@@ -27,6 +27,8 @@ ROUTES: dict[str, str] = {
     "all": "every occurrence of a repeated id trains only its sinks: the shared weights never learn from it",
     "copies": "all but an id's first occurrence in each epoch train only its sinks: the shared weights see a repeated "
     "document as often as one seen once, as if the corpus were deduplicated",
+    "planted": "every occurrence of a planted document (the audit set's members at every repeat level, those seen once "
+    "included, and its canaries) trains only its sinks: the documents the oracle leaves out, named at training time",
 }
 # route_scope -> which weights a routed occurrence is kept from: where the leak of the shared weights lives
 ROUTE_SCOPES: dict[str, str] = {
@@ -36,8 +38,8 @@ ROUTE_SCOPES: dict[str, str] = {
 # sinks_for -> which ids switch their sinks on in training
 SINKS_FOR: dict[str, str] = {
     "all": "every document (the paper)",
-    "repeated": "only ids that occur more than once an epoch; documents seen once train with the pool off, as the "
-    "deployed model runs",
+    "repeated": "only ids that occur more than once an epoch, and routed ones; documents seen once train with the pool "
+    "off, as the deployed model runs",
 }
 
 

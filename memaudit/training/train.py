@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -101,7 +102,7 @@ def _train(
         accelerator,
         model,
         cfg,
-        _packed_step(stream, model, sinks, cfg, accelerator),
+        _packed_step(stream, model, sinks, cfg, accelerator, planted_ids(data)),
         evaluate,
         work=work,
         log_fields=LOG_FIELDS,
@@ -147,11 +148,16 @@ def _initial_model(
 
 
 def _packed_step(
-    stream: PackedStream, model: torch.nn.Module, sinks, cfg: TrainConfig, accelerator: Accelerator
+    stream: PackedStream,
+    model: torch.nn.Module,
+    sinks,
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    planted: np.ndarray,
 ) -> StepFn:
     """Next-token loss on this process's share of the step's packed sequences, with each
     token's document (or owner) switching its sinks on in a MemSink run; with `route`, the loss on
-    repeated ids (or their later copies) trains only their sinks (memaudit.memsinks.routing)."""
+    repeated ids (or their later copies, or the `planted` ids) trains only their sinks (memaudit.memsinks.routing)."""
     local = cfg.batch_size // accelerator.num_processes
     route, sinks_for = (sinks.config.route, sinks.config.sinks_for) if sinks is not None else ("none", "all")
     routing = None
@@ -170,12 +176,20 @@ def _packed_step(
         else:
             tokens, ids = stream.batch(start, local)
         tokens = device(tokens)
+        routed = None  # bool per token: its loss trains only its sinks
+        if route == "all":
+            routed = stream.is_repeated(ids)
+        elif route == "planted":
+            routed = np.isin(ids, planted)
+        elif route == "copies":
+            routed = later
         if sinks is not None:
-            repeated = stream.is_repeated(ids) if sinks_for == "repeated" or route == "all" else None
-            sinks.set_doc_ids(device(ids), without_sinks=device(~repeated) if sinks_for == "repeated" else None)
+            with_sinks = None
+            if sinks_for == "repeated":  # ids that occur more than once, and whatever is routed
+                with_sinks = stream.is_repeated(ids) | (routed if routed is not None else False)
+            sinks.set_doc_ids(device(ids), without_sinks=device(~with_sinks) if with_sinks is not None else None)
         if routing is None:
             return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
-        routed = repeated if route == "all" else later
         kept, routed_loss = split_token_loss(model(input_ids=tokens).logits, tokens, device(routed))
         if routed_loss is None:
             return StepOutput(kept, tokens.numel())
@@ -204,6 +218,12 @@ def blocks_per_epoch(data_dir: Path, configs: list[TrainConfig]) -> list[int]:
     data_dir = Path(data_dir)
     data, tok = AuditSet.load(data_dir), load_tokenizer(data_dir / "tokenizer")
     return [training_stream(data, tok, cfg).blocks_per_epoch for cfg in configs]
+
+
+def planted_ids(data: AuditSet) -> np.ndarray:
+    """The sink ids of the planted training rows (members at every repeat level, canaries): what the oracle leaves
+    out, and what `route: planted` routes."""
+    return np.array(sorted({sink_id(r) for r in data.train if r["kind"] != "natural"}), dtype=np.int64)
 
 
 def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
