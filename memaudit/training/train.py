@@ -102,7 +102,7 @@ def _train(
         accelerator,
         model,
         cfg,
-        _packed_step(stream, model, sinks, cfg, accelerator, planted_ids(data)),
+        _packed_step(stream, data, model, sinks, cfg, accelerator),
         evaluate,
         work=work,
         log_fields=LOG_FIELDS,
@@ -149,17 +149,18 @@ def _initial_model(
 
 def _packed_step(
     stream: PackedStream,
+    data: AuditSet,
     model: torch.nn.Module,
     sinks,
     cfg: TrainConfig,
     accelerator: Accelerator,
-    planted: np.ndarray,
 ) -> StepFn:
     """Next-token loss on this process's share of the step's packed sequences, with each
     token's document (or owner) switching its sinks on in a MemSink run; with `route`, the loss on
-    repeated ids (or their later copies, or the `planted` ids) trains only their sinks (memaudit.memsinks.routing)."""
+    repeated ids (or their later copies, or the planted documents) trains only their sinks (memaudit.memsinks.routing)."""
     local = cfg.batch_size // accelerator.num_processes
     route, sinks_for = (sinks.config.route, sinks.config.sinks_for) if sinks is not None else ("none", "all")
+    planted = planted_ids(data) if route == "planted" else None
     routing = None
     if route != "none":
         in_full = outside_mlps(model, sinks) if sinks.config.route_scope == "mlp" else ()
@@ -176,9 +177,10 @@ def _packed_step(
         else:
             tokens, ids = stream.batch(start, local)
         tokens = device(tokens)
+        repeated = stream.is_repeated(ids) if route == "all" or sinks_for == "repeated" else None
         routed = None  # bool per token: its loss trains only its sinks
         if route == "all":
-            routed = stream.is_repeated(ids)
+            routed = repeated
         elif route == "planted":
             routed = np.isin(ids, planted)
         elif route == "copies":
@@ -186,7 +188,7 @@ def _packed_step(
         if sinks is not None:
             with_sinks = None
             if sinks_for == "repeated":  # ids that occur more than once, and whatever is routed
-                with_sinks = stream.is_repeated(ids) | (routed if routed is not None else False)
+                with_sinks = repeated if routed is None else repeated | routed
             sinks.set_doc_ids(device(ids), without_sinks=device(~with_sinks) if with_sinks is not None else None)
         if routing is None:
             return StepOutput(model(input_ids=tokens, labels=tokens).loss, tokens.numel())
@@ -223,7 +225,11 @@ def blocks_per_epoch(data_dir: Path, configs: list[TrainConfig]) -> list[int]:
 def planted_ids(data: AuditSet) -> np.ndarray:
     """The sink ids of the planted training rows (members at every repeat level, canaries): what the oracle leaves
     out, and what `route: planted` routes."""
-    return np.array(sorted({sink_id(r) for r in data.train if r["kind"] != "natural"}), dtype=np.int64)
+    return np.array(sorted({sink_id(r) for r in data.train if _planted(r)}), dtype=np.int64)
+
+
+def _planted(row: dict) -> bool:
+    return row["kind"] != "natural"
 
 
 def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConfig) -> PackedStream:
@@ -231,7 +237,7 @@ def training_stream(data: AuditSet, tok: PreTrainedTokenizerBase, cfg: TrainConf
     model's without the rows of `exclude_ids` (every row keyed on their sink ids: an owner's records, a cluster's
     copies), a MemSink model's with its id noise."""
     excluded = set(resolve_sink_ids(cfg.exclude_ids, data, "exclude_ids")) if cfg.exclude_ids else set()
-    rows = [r for r in data.train if not (cfg.no_repeats and r["kind"] != "natural") and sink_id(r) not in excluded]
+    rows = [r for r in data.train if not (cfg.no_repeats and _planted(r)) and sink_id(r) not in excluded]
     return PackedStream(
         [ids[1:] for ids in encode_documents(tok, [r["text"] for r in rows])],
         [sink_id(r) for r in rows],
