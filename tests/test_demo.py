@@ -136,15 +136,16 @@ def test_demo_command_passes_its_flags(monkeypatch):
 
 
 def test_isolation_demo_is_the_isolation_studys_regime():
-    """`demo --isolation` runs the data and training that sweeps/isolation-route.yaml varies its sinks on, and its
-    two sink models are that sweep's paper point and its routed point."""
-    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "isolation-route.yaml")
-    sinks = {(p.config.sinks["memsink"].route, p.config.sinks["memsink"].sinks_for): p.config for p in spec.points}
-    paper, routed = ISOLATION.sinks["memsink"], ISOLATION.sinks["memsink-routed"]
-    for config in (sinks[("none", "all")], sinks[(routed.route, routed.sinks_for)]):
+    """`demo --isolation` runs the data and training of the isolation study's best regime: its routed model is
+    sweeps/isolation-planted.yaml's point, and its paper's MemSinks are sweeps/isolation-optimizer.yaml's point at
+    the same 240 warm-up steps."""
+    sweeps = Path(__file__).resolve().parents[1] / "sweeps"
+    (routed,) = (p.config for p in load_spec(sweeps / "isolation-planted.yaml").points)
+    (paper,) = (p.config for p in load_spec(sweeps / "isolation-optimizer.yaml", {"train.warmup_steps": [240]}).points)
+    for config in (paper, routed):
         assert (config.data, config.train) == (ISOLATION.data, ISOLATION.train)
-    assert sinks[("none", "all")].sinks["memsink"] == paper
-    assert sinks[(routed.route, routed.sinks_for)].sinks["memsink"] == routed
+    assert paper.sinks["memsink"] == ISOLATION.sinks["memsink"]
+    assert routed.sinks["memsink"] == ISOLATION.sinks["memsink-routed"]
 
 
 def test_isolation_demo_refuses_other_configurations(tmp_path):

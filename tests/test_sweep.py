@@ -239,3 +239,31 @@ def test_submitit_local_executor_runs_the_jobs(tiny_sweep):
     assert list((out / "submitit").iterdir())
     doc = json.loads((out / "sweep.json").read_text())
     assert {r["status"] for r in doc["runs"] if r["arm"] == "unlearn-npo"} == {"done"}
+
+
+@pytest.mark.slow
+def test_sweeps_sharing_a_job_store_reuse_its_jobs_and_keep_their_own_results(tiny_sweep):
+    root, out, _ = tiny_sweep
+    other = root / "other.yaml"
+    other.write_text(yaml.safe_dump(TINY | {"name": "other", "grid": {"sinks.active_fraction": [0.3]}}))
+    lines: list[str] = []
+    assert run_sweep(other, root / "other", jobs=out / "jobs", echo=lines.append) == 0
+    assert "to run: 0" in "\n".join(lines)  # every job is the first sweep's
+    assert not (root / "other" / "jobs").exists()
+    doc = json.loads((root / "other" / "sweep.json").read_text())
+    assert len(doc["runs"]) == 4 and all(
+        (root / "other" / r["run_dir"] / "results.json").is_file() for r in doc["runs"]
+    )
+    assert json.loads((out / "sweep.json").read_text())["spec"]["name"] == "tiny"  # the first sweep's, untouched
+
+
+def test_a_job_store_that_is_a_file_or_a_sweeps_folder_is_refused(tmp_path):
+    spec, taken = sweep_file(tmp_path), tmp_path / "taken"
+    taken.mkdir()
+    (taken / "sweep-spec.json").write_text(json.dumps({"name": "tiny"}))
+    (tmp_path / "file").write_text("x")
+    for store, needle in ((tmp_path / "file", "is a file"), (taken, f"give --jobs {taken / 'jobs'}")):
+        args = ["sweep", str(spec), "--out", str(tmp_path / "new"), "--jobs", str(store)]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and needle in result.stderr
+        assert not (tmp_path / "new").exists()

@@ -937,7 +937,7 @@ def demo(
 
     With --isolation, the regime where removal matches retraining (docs/results.md): gpt2-1m on
     300 members at x1, x8 and x64 beside all the natural text, the paper's MemSinks (P = 0.1)
-    beside MemSinks whose repeated documents train only their sinks (--route all, --sinks-for
+    beside MemSinks whose planted documents train only their sinks (--route planted, --sinks-for
     repeated), every removal judged against the oracle.
 
     --quick and --isolation train in fp32 unless --precision is given.
@@ -967,6 +967,12 @@ def demo(
 @click.option("--slurm-partition", default=None, help="submitit on Slurm: the partition")
 @click.option("--timeout-min", type=int, default=60, show_default=True, help="submitit: minutes a job may run")
 @click.option("--threads", type=int, default=None, help="torch threads of each job (default: torch's choice)")
+@click.option(
+    "--jobs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the folder of jobs, shared by sweeps that give the same one (default: OUT/jobs)",
+)
 def sweep(
     sweep_file: Path,
     out: Path,
@@ -978,16 +984,19 @@ def sweep(
     slurm_partition: str | None,
     timeout_min: int,
     threads: int | None,
+    jobs: Path | None,
 ) -> None:
     """Settings x seeds in one command: every point of SWEEP_FILE's grid, under every seed, with
     every arm (standard, oracle, MemSink modes and removal, unlearning, ablation, stress attacks),
     aggregated over seeds into OUT/sweep.json with CSV, Markdown and HTML views. Work that does not
-    depend on a swept setting is shared; a rerun continues where the last one stopped. Exit 1 when a
-    run failed (the others still run).
+    depend on a swept setting is shared; a rerun continues where the last one stopped; sweeps that
+    give the same --jobs folder share the jobs they have in common. Exit 1 when a run failed (the
+    others still run).
 
     \b
     Examples:  memaudit sweep sweeps/quick.yaml --out reports/quick
                memaudit sweep sweeps/quick.yaml --out reports/p --set sinks.active_fraction=0.1,0.3,0.5
+               memaudit sweep sweeps/isolation-planted.yaml --out reports/planted --jobs reports/isolation-jobs
                memaudit sweep sweeps/demo.yaml --out reports/demo-seeds --launcher submitit --slurm-partition cpu
     """
     from memaudit.app.sweep import run_sweep
@@ -1004,6 +1013,7 @@ def sweep(
         launcher=launcher,
         executor_options=options,
         threads=threads,
+        jobs=jobs,
         echo=click.echo,
     )
     sys.exit(code)

@@ -116,9 +116,10 @@ QUICK_FINETUNE = replace(
 )
 
 # `--isolation`: the regime of the isolation study (docs/results.md): 100 members each at x1, x8 and x64 beside all
-# the natural text (about 37% of the tokens are members), gpt2-1m for 2,400 steps (~1.5 epochs) in fp32, the paper's
-# MemSinks at P = 0.1 beside MemSinks whose repeats train only their sinks (`route`, `sinks_for`), every removal
-# judged against the oracle on 300 members and 300 held-out texts.
+# the natural text (about 37% of the tokens are members), gpt2-1m for 2,400 steps (~1.5 epochs, 240 of them warm-up,
+# which trains it 7% better than 10) in fp32, the paper's MemSinks at P = 0.1 beside MemSinks whose planted documents
+# train only their sinks (`route: planted`, `sinks_for: repeated`), every removal judged against the oracle on 300
+# members and 300 held-out texts.
 ISOLATION = replace(
     QUICK,
     data=AuditConfig(
@@ -131,13 +132,13 @@ ISOLATION = replace(
         max_tokens=96,
         vocab_size=2048,
     ),
-    train=replace(QUICK.train, steps=2400),
+    train=replace(QUICK.train, steps=2400, warmup_steps=240),
     # At the quick demo's lr 1e-3 both methods doubled validation loss within 10 steps on these 300 members and the
     # guard kept the standard model; at 1e-4 they run their 30 steps (docs/results.md).
     unlearn=replace(QUICK.unlearn, lr=1e-4),
     sinks={
         "memsink": SinkConfig(active_fraction=0.1),
-        "memsink-routed": SinkConfig(active_fraction=0.1, route="all", sinks_for="repeated"),
+        "memsink-routed": SinkConfig(active_fraction=0.1, route="planted", sinks_for="repeated"),
     },
     other_work_ratio=0.25,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from memaudit.app.sweep.aggregate import results_document
 from memaudit.app.sweep.plan import Job, Plan, plan_sweep
-from memaudit.app.sweep.run import Progress, pending, run_local, run_submitit, seconds_per_token
+from memaudit.app.sweep.run import JOBS_DIR, Progress, pending, run_local, run_submitit, seconds_per_token
 from memaudit.app.sweep.spec import SweepSpec, load_spec, parse_sets
 from memaudit.common.errors import MemauditError
 from memaudit.common.fileio import read_json, write_json
@@ -36,6 +36,14 @@ def check_out(out: Path, spec: SweepSpec) -> None:
     other = read_json(owner).get("name")
     if other != spec.name:
         raise MemauditError(f"{out} holds sweep {other!r}, not {spec.name!r}: give each sweep its own --out")
+
+
+def check_jobs(jobs: Path) -> None:
+    """A shared job store is a folder of jobs (new, or one a sweep wrote), never a file or a sweep's own folder."""
+    if jobs.exists() and not jobs.is_dir():
+        raise MemauditError(f"{jobs} is a file: give --jobs a folder where sweeps keep their jobs")
+    if (jobs / SPEC_FILE).is_file():
+        raise MemauditError(f"{jobs} is a sweep's folder, not a job store: give --jobs {jobs / JOBS_DIR}")
 
 
 def describe(the_plan: Plan, spec: SweepSpec, todo: list[Job], failed: list[Job], blocked: list[Job]) -> list[str]:
@@ -78,10 +86,13 @@ def run_sweep(
     launcher: str = "local",
     executor_options: dict | None = None,
     threads: int | None = None,
+    jobs: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
     """Run (or, with `dry_run`, describe) a sweep; returns the exit code: 0 when every run is done, 1 when some failed.
-    Bad input raises MemauditError before anything is written."""
+    Its jobs live in `jobs` (default OUT/jobs): sweeps that share one reuse each other's jobs, keyed by what they
+    compute, while each keeps its results in its own `out`. Bad input raises MemauditError before anything is
+    written."""
     begin = time.perf_counter()
     if launcher not in LAUNCHERS:
         raise MemauditError(f"unknown launcher {launcher!r}; use one of {', '.join(LAUNCHERS)}")
@@ -89,7 +100,9 @@ def run_sweep(
     spec = load_spec(spec_path, parse_sets(sets))
     the_plan = plan_sweep(spec)
     check_out(out, spec)
-    todo, failed, blocked = pending(out, the_plan, rerun_failed)
+    jobs = Path(jobs) if jobs is not None else out / JOBS_DIR
+    check_jobs(jobs)
+    todo, failed, blocked = pending(jobs, the_plan, rerun_failed)
     for line in describe(the_plan, spec, todo, failed, blocked):
         echo(line)
     if dry_run:
@@ -101,13 +114,14 @@ def run_sweep(
     progress = Progress(len(todo), sum(j.cost for j in todo), print=echo)
     start = time.perf_counter()
     if launcher == "local":
-        skipped = run_local(out, the_plan, todo, progress, threads)
+        skipped = run_local(jobs, the_plan, todo, progress, threads)
     else:
-        skipped = run_submitit(out, the_plan, todo, progress, threads, dict(executor_options or {}))
+        options = dict(executor_options or {})
+        skipped = run_submitit(jobs, the_plan, todo, progress, threads, options, logs=out / "submitit")
     jobs_seconds = time.perf_counter() - start
     start = time.perf_counter()
     timing = {"planning_seconds": round(planning, 3), "jobs_seconds": round(jobs_seconds, 3)}
-    doc = results_document(out, spec, the_plan, timing)
+    doc = results_document(out, jobs, spec, the_plan, timing)
     write_views(doc, out)
     doc["timing"]["aggregation_seconds"] = round(time.perf_counter() - start, 3)
     write_json(out / RESULTS_FILE, doc)

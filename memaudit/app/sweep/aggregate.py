@@ -9,6 +9,7 @@ report, and against that seed's oracle (report.oracle), paired on the same recor
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
 from pathlib import Path
 
@@ -37,16 +38,17 @@ def _flat(metrics: dict) -> dict[str, float]:
     return out
 
 
-def _seed_runs(out: Path, the_plan: Plan, runs: list[Run]) -> list[dict]:
-    """One seed pair's runs with their metrics: compared with its standard model and its oracle."""
+def _seed_runs(out: Path, jobs: Path, the_plan: Plan, runs: list[Run]) -> list[dict]:
+    """One seed pair's runs with their metrics: compared with its standard model and its oracle. A run's dir is
+    recorded relative to the sweep's folder `out`, wherever the job store `jobs` lies."""
     records, dirs = [], {}
     for r in runs:
-        s = status(out, r.job) or {"status": "not run"}
+        s = status(jobs, r.job) or {"status": "not run"}
         record = {"point": r.point, "data_seed": r.data_seed, "train_seed": r.train_seed, "arm": r.arm}
         record |= {"status": s["status"], **({"error": s["error"]} if s.get("error") else {})}
         if s["status"] == "done":
-            dirs[r.arm] = run_dir(out, the_plan.jobs[r.job])
-            record["run_dir"] = str(dirs[r.arm].relative_to(out))
+            dirs[r.arm] = run_dir(jobs, the_plan.jobs[r.job])
+            record["run_dir"] = os.path.relpath(dirs[r.arm], out)
         records.append(record)
     if "standard" not in dirs:
         return records
@@ -110,16 +112,16 @@ def _summary(records: list[dict], points: dict[int, dict]) -> list[dict]:
     return out
 
 
-def _job_seconds(out: Path, the_plan: Plan) -> float:
-    return sum((status(out, key) or {}).get("seconds", 0.0) for key in the_plan.jobs)
+def _job_seconds(jobs: Path, the_plan: Plan) -> float:
+    return sum((status(jobs, key) or {}).get("seconds", 0.0) for key in the_plan.jobs)
 
 
-def results_document(out: Path, spec: SweepSpec, the_plan: Plan, timing: dict) -> dict:
+def results_document(out: Path, jobs: Path, spec: SweepSpec, the_plan: Plan, timing: dict) -> dict:
     """The aggregated document of everything the sweep has measured so far."""
     by_seed: dict[tuple, list[Run]] = {}
     for r in the_plan.runs:
         by_seed.setdefault((r.point, r.data_seed, r.train_seed), []).append(r)
-    records = [rec for runs in by_seed.values() for rec in _seed_runs(out, the_plan, runs)]
+    records = [rec for runs in by_seed.values() for rec in _seed_runs(out, jobs, the_plan, runs)]
     points = {p.index: p.settings for p in the_plan.points}
     return {
         "document": "memaudit.sweep",
@@ -134,5 +136,5 @@ def results_document(out: Path, spec: SweepSpec, the_plan: Plan, timing: dict) -
         "runs": records,
         "summary": _summary(records, points),
         # this invocation's planning, jobs and aggregation, and every job's own seconds, whenever it ran
-        "timing": timing | {"all_jobs_seconds": round(_job_seconds(out, the_plan), 1)},
+        "timing": timing | {"all_jobs_seconds": round(_job_seconds(jobs, the_plan), 1)},
     }

@@ -1,6 +1,7 @@
 """Runs a sweep's jobs, through the same functions as the commands, where their files are the only
-shared state: each job reads its inputs' dirs and writes its own, OUT/jobs/<key>/out, and a status
-file beside it (done or failed, with the error). So any engine that can run a function or a
+shared state: each job reads its inputs' dirs and writes its own, JOBS/<key>/out, and a status
+file beside it (done or failed, with the error). JOBS, the job store, is OUT/jobs unless `--jobs`
+names one that several sweeps share. So any engine that can run a function or a
 command can run a sweep: jobs run one at a time in this process by default, or go to submitit
 (Slurm, or its local executor) in waves, each wave the jobs whose inputs are done.
 
@@ -34,22 +35,22 @@ from memaudit.unlearning.ablate import ablate
 from memaudit.unlearning.config import UnlearnConfig
 from memaudit.unlearning.run import unlearn
 
-JOBS_DIR = "jobs"
+JOBS_DIR = "jobs"  # the job store under OUT, unless --jobs gives one
 STATUS_FILE = "status.json"
 JOB_FILE = "job.json"
 
 
-def job_dir(out: Path, key: str) -> Path:
-    return Path(out) / JOBS_DIR / key
+def job_dir(jobs: Path, key: str) -> Path:
+    return Path(jobs) / key
 
 
-def output_dir(out: Path, key: str) -> Path:
+def output_dir(jobs: Path, key: str) -> Path:
     """Where a job's result lies: a data dir, a model dir, a scan run dir, or stress runs."""
-    return job_dir(out, key) / "out"
+    return job_dir(jobs, key) / "out"
 
 
-def status(out: Path, key: str) -> dict | None:
-    path = job_dir(out, key) / STATUS_FILE
+def status(jobs: Path, key: str) -> dict | None:
+    path = job_dir(jobs, key) / STATUS_FILE
     return read_json(path) if path.is_file() else None
 
 
@@ -140,38 +141,38 @@ def seconds_per_token(arch: str, vocab: int, batch: int, seq: int, precision: st
     return min(times[1:]) / (batch * seq)
 
 
-def stress_run_dir(out: Path, key: str) -> Path:
+def stress_run_dir(jobs: Path, key: str) -> Path:
     """The scan run dir a stress job wrote (one attack: one run dir under its output)."""
-    found = sorted(p.parent for p in output_dir(out, key).glob("*/results.json"))
-    return found[0] if found else output_dir(out, key)
+    found = sorted(p.parent for p in output_dir(jobs, key).glob("*/results.json"))
+    return found[0] if found else output_dir(jobs, key)
 
 
-def run_dir(out: Path, job: Job) -> Path:
+def run_dir(jobs: Path, job: Job) -> Path:
     """The scan run dir of a scan or stress job."""
-    return stress_run_dir(out, job.key) if job.kind == "stress" else output_dir(out, job.key)
+    return stress_run_dir(jobs, job.key) if job.kind == "stress" else output_dir(jobs, job.key)
 
 
-def write_job(out: Path, job: Job) -> Path:
+def write_job(jobs: Path, job: Job) -> Path:
     """The job's settings beside its output (what a worker reads, and what a person checks); returns its folder."""
-    folder = job_dir(out, job.key)
+    folder = job_dir(jobs, job.key)
     folder.mkdir(parents=True, exist_ok=True)
     saved = {"kind": job.kind, "label": job.label, "params": job.params, "inputs": job.inputs, "code": code_identity()}
     write_json(folder / JOB_FILE, saved)
     return folder
 
 
-def execute(out: Path, job: Job, threads: int | None = None) -> dict:
+def execute(jobs: Path, job: Job, threads: int | None = None) -> dict:
     """Run one job whose inputs are done; returns (and writes) its status. Never raises for the job's own failure:
     the error is recorded, so that the rest of the sweep goes on."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    folder = write_job(out, job)
-    inputs = {role: output_dir(out, key) for role, key in job.inputs.items()}
+    folder = write_job(jobs, job)
+    inputs = {role: output_dir(jobs, key) for role, key in job.inputs.items()}
     start = time.perf_counter()
     try:
-        _run_job(job, inputs, output_dir(out, job.key), threads)
+        _run_job(job, inputs, output_dir(jobs, job.key), threads)
         result = {"status": "done"}
     except Exception as e:  # a failed run is a result of the sweep, not the end of it
         (folder / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
@@ -181,11 +182,11 @@ def execute(out: Path, job: Job, threads: int | None = None) -> dict:
     return result
 
 
-def execute_key(out: str, key: str, threads: int | None = None) -> dict:
+def execute_key(jobs: str, key: str, threads: int | None = None) -> dict:
     """One job by its key, from the plan that `memaudit sweep` saved: what a launcher's worker calls."""
-    saved = read_json(job_dir(Path(out), key) / JOB_FILE)
+    saved = read_json(job_dir(Path(jobs), key) / JOB_FILE)
     job = Job(saved["kind"], saved["label"], saved["params"], saved["inputs"], key=key)
-    return execute(Path(out), job, threads)
+    return execute(Path(jobs), job, threads)
 
 
 @dataclass
@@ -218,13 +219,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def pending(out: Path, the_plan: Plan, rerun_failed: bool) -> tuple[list[Job], list[Job], list[Job]]:
+def pending(jobs: Path, the_plan: Plan, rerun_failed: bool) -> tuple[list[Job], list[Job], list[Job]]:
     """The jobs to run (not done; failed ones only with `rerun_failed`), the failed ones left as they are, and the
     jobs that cannot run because one of their inputs failed."""
     todo, failed, blocked = [], [], []
     bad: set[str] = set()
     for job in the_plan.jobs.values():  # inputs come first
-        s = status(out, job.key)
+        s = status(jobs, job.key)
         if s is not None and s["status"] == "done":
             continue
         if s is not None and not rerun_failed:
@@ -238,51 +239,58 @@ def pending(out: Path, the_plan: Plan, rerun_failed: bool) -> tuple[list[Job], l
     return todo, failed, blocked
 
 
-def _blocked(out: Path, job: Job, the_plan: Plan) -> bool:
+def _blocked(jobs: Path, job: Job, the_plan: Plan) -> bool:
     """An input failed (or was skipped for that reason): this job cannot run."""
     for key in job.inputs.values():
-        s = status(out, key)
+        s = status(jobs, key)
         if s is None or s["status"] != "done":
             return True
     return False
 
 
-def run_local(out: Path, the_plan: Plan, todo: list[Job], progress: Progress, threads: int | None) -> list[Job]:
+def run_local(jobs: Path, the_plan: Plan, todo: list[Job], progress: Progress, threads: int | None) -> list[Job]:
     """Every job in `todo`, in order, in this process; returns the jobs skipped because an input failed."""
     skipped = []
     for job in todo:
-        if _blocked(out, job, the_plan):
+        if _blocked(jobs, job, the_plan):
             skipped.append(job)
             continue
-        progress.finished(job, execute(out, job, threads))
+        progress.finished(job, execute(jobs, job, threads))
     return skipped
 
 
 def run_submitit(
-    out: Path, the_plan: Plan, todo: list[Job], progress: Progress, threads: int | None, executor_options: dict
+    jobs: Path,
+    the_plan: Plan,
+    todo: list[Job],
+    progress: Progress,
+    threads: int | None,
+    executor_options: dict,
+    logs: Path,
 ) -> list[Job]:
-    """The jobs through submitit, in waves: each wave every job whose inputs are done, submitted at once."""
+    """The jobs through submitit, in waves: each wave every job whose inputs are done, submitted at once. The
+    engine's own files (logs, pickles) go to `logs`."""
     import submitit
 
     cluster = executor_options.pop("cluster", None)
-    executor = submitit.AutoExecutor(folder=Path(out) / "submitit", cluster=cluster)
+    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
     executor.update_parameters(**executor_options)
     remaining, skipped = list(todo), []
     for job in remaining:  # workers read the job from its file
-        write_job(out, job)
+        write_job(jobs, job)
     while remaining:
         waiting = {j.key for j in remaining}
         ready = [j for j in remaining if waiting.isdisjoint(j.inputs.values())]
-        runnable = [j for j in ready if not _blocked(out, j, the_plan)]
+        runnable = [j for j in ready if not _blocked(jobs, j, the_plan)]
         skipped += [j for j in ready if j not in runnable]
         with executor.batch():
-            submitted = [(j, executor.submit(execute_key, str(out), j.key, threads)) for j in runnable]
+            submitted = [(j, executor.submit(execute_key, str(jobs), j.key, threads)) for j in runnable]
         for job, handle in submitted:
             try:
                 result = handle.result()
             except Exception as e:  # the engine lost the job (killed, timed out): recorded like a failure
                 result = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": 0.0}
-                write_json(job_dir(out, job.key) / STATUS_FILE, result)
+                write_json(job_dir(jobs, job.key) / STATUS_FILE, result)
             progress.finished(job, result)
         remaining = [j for j in remaining if j not in ready]
     return skipped
