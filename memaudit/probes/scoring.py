@@ -67,12 +67,15 @@ def _token_stats(
     out[:, 4] = -torch.inf  # topk_logp
     rows = (true >= bound).nonzero().squeeze(1)
     if len(rows):
-        cand, tgt = logits.index_select(0, rows), targets[rows]
-        vals, idx = cand.topk(max(k, 1), dim=-1)  # as on all rows: the same ties, broken the same way
+        tgt = targets[rows]
+        if 2 * len(rows) > n:  # most rows: sorting the others too costs less than copying these out
+            vals, idx = (t.index_select(0, rows) for t in logits.topk(max(k, 1), dim=-1))
+        else:  # topk breaks ties the same way on a copy of a row as in place
+            vals, idx = logits.index_select(0, rows).topk(max(k, 1), dim=-1)
         hit = idx[:, 0] == tgt
         tie = vals[:, 0] == vals[:, 1] if k > 1 else torch.ones_like(hit)
         if tie.any():  # a tied maximum: argmax takes the first, as greedy decoding does
-            hit[tie] = cand[tie].argmax(-1) == tgt[tie]
+            hit[tie] = logits[rows[tie]].argmax(-1) == tgt[tie]
         out[rows, 1] = hit.float()
         if k >= 1:
             in_top = (idx == tgt[:, None]).any(-1)
