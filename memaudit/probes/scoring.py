@@ -11,8 +11,10 @@ What it adds to a raw forward of the same tokens (benchmarks/scoring_throughput.
   are never materialized and the head's matrix products are all full-sized;
 - the statistics over the vocabulary are a few vectorized passes per chunk: the maxima of k parts of
   each row, one softmax (log Z from its largest probability), two products (mean and variance);
-- the top-k (a per-row partial sort, the costliest step) runs only on the rows whose true logit
-  reaches the least of those k part maxima: on no other row can it be a top-k or greedy hit."""
+- the top-k (a per-row partial sort, the costliest step) counts only on the rows whose true logit
+  reaches the least of those k part maxima: on no other row can it be a top-k or greedy hit. It runs on
+  those rows alone when they are few, and on the whole chunk when they are most (copying them out of a
+  wide vocabulary would cost more than sorting the rest)."""
 
 from __future__ import annotations
 
