@@ -106,12 +106,14 @@ def main() -> None:
     corpus = load_documents("austen")
     if args.model:
         loaded = load_model(args.model)
-        model, tok, model_vocab = loaded.model, loaded.tokenizer, loaded.model.config.vocab_size
+        model, tok = loaded.model, loaded.tokenizer
+        boundary = boundary_id(tok)
     else:
         tok = train_tokenizer(corpus, args.vocab)
-        model_vocab = max(len(tok), args.model_vocab or 0)
-        model = build_model(build_config(args.arch, model_vocab, boundary_id(tok), boundary_id(tok)), seed=0)
-    boundary = boundary_id(tok)
+        boundary = boundary_id(tok)
+        vocab = max(len(tok), args.model_vocab or 0)
+        model = build_model(build_config(args.arch, vocab, boundary, boundary), seed=0)
+    model_vocab = model.config.vocab_size
     ctx = context_length(model.config)
     start = time.perf_counter()
     if args.train_steps:

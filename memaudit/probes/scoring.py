@@ -71,9 +71,9 @@ def _token_stats(
     if len(rows):
         tgt = targets[rows]
         if 2 * len(rows) > n:  # most rows: sorting the others too costs less than copying these out
-            vals, idx = (t.index_select(0, rows) for t in logits.topk(max(k, 1), dim=-1))
+            vals, idx = (t.index_select(0, rows) for t in logits.topk(parts, dim=-1))
         else:  # topk breaks ties the same way on a copy of a row as in place
-            vals, idx = logits.index_select(0, rows).topk(max(k, 1), dim=-1)
+            vals, idx = logits.index_select(0, rows).topk(parts, dim=-1)
         hit = idx[:, 0] == tgt
         tie = vals[:, 0] == vals[:, 1] if k > 1 else torch.ones_like(hit)
         if tie.any():  # a tied maximum: argmax takes the first, as greedy decoding does
